@@ -79,6 +79,37 @@ def _delta(x, eta, shift, sr, dither):
     return (prod + (1 << (shift - 1))) >> shift
 
 
+@njit(cache=True, inline="always")
+def _pre_update(row, acc, x_post, hashes, eta, shift, sr, d, w_max, asym):
+    # One row read-modify-write: accumulate the old weight, then apply η·x_post. The four
+    # variants keep branches out of the loops so that they vectorise.
+    n = row.shape[0]
+    srmask = (1 << sr) - 1
+    if sr > 0:
+        if asym:
+            for j in range(n):
+                w = row[j]
+                acc[j] += w
+                row[j] = max(w - (((x_post[j] * eta) >> (shift - sr)) + ((d ^ hashes[j]) & srmask) >> sr), 0)
+        else:
+            for j in range(n):
+                w = row[j]
+                acc[j] += w
+                row[j] = min(w + ((((x_post[j] * eta) >> (shift - sr)) + ((d ^ hashes[j]) & srmask)) >> sr), w_max)
+    else:
+        half = 1 << (shift - 1)
+        if asym:
+            for j in range(n):
+                w = row[j]
+                acc[j] += w
+                row[j] = max(w - ((x_post[j] * eta + half) >> shift), 0)
+        else:
+            for j in range(n):
+                w = row[j]
+                acc[j] += w
+                row[j] = min(w + ((x_post[j] * eta + half) >> shift), w_max)
+
+
 @njit(cache=True)
 def present(K, theta_lut, hash_in, hash_e, hash_c,
             w_in, w_ec, theta, se, si, sc, x_in,
@@ -118,29 +149,42 @@ def present(K, theta_lut, hash_in, hash_e, hash_c,
     eta_ec_post = K[_ETA_EC]
     k_tr = K[_K_TR]
     v_round = 1 << (gf + cf - 1)
+    k_w_in = K[_K_W_IN]
+    k_ge = K[_K_GE]
+    k_gi = K[_K_GI]
+    k_tau_e = K[_K_TAU_E]
+    k_tau_i = K[_K_TAU_I]
+    e_rest = K[_E_REST]
+    e_reset = K[_E_RESET]
+    e_floor = K[_E_FLOOR]
+    e_thr = K[_E_THR]
+    e_exc = K[_E_EXC]
+    e_inh = K[_E_INH]
+    i_rest = K[_I_REST]
+    i_reset = K[_I_RESET]
+    i_thr = K[_I_THR]
+    th_sh = th_f - vf
+    th_max = K[_TH_MAX]
+    lut_sh = K[_TH_SHIFT]
+    refrac = K[_REFRAC]
+
+    # Pending input spikes as an ascending index list (nz_idx is ascending).
+    pend_list = np.empty(n_in, dtype=np.int64)
+    n_pend = 0
+    for i in range(n_in):
+        if pend_in[i]:
+            pend_list[n_pend] = i
+            n_pend += 1
 
     for _step in range(nsteps):
         # ---------------- A. deliver the previous step's spikes ----------------
-        for i in range(n_in):
-            if pend_in[i] == 0:
-                continue
+        for m in range(n_pend):
+            i = pend_list[m]
             if learn_in:
                 ev = xorshift32(rng[i_event])
                 rng[i_event] = ev
-                d = ev >> 16
-                for j in range(n):
-                    w = w_in[i, j]
-                    se[E_ACC, j] += w
-                    dw = _delta(se[E_X, j], eta_in_pre, wshift, sr, (d ^ hash_e[j]) & srmask)
-                    if asym:
-                        w = w - dw
-                        if w < 0:
-                            w = 0
-                    else:
-                        w = w + dw
-                        if w > w_max:
-                            w = w_max
-                    w_in[i, j] = w
+                _pre_update(w_in[i], se[E_ACC], se[E_X], hash_e, eta_in_pre, wshift, sr,
+                            ev >> 16, w_max, asym)
             else:
                 for j in range(n):
                     se[E_ACC, j] += w_in[i, j]
@@ -167,20 +211,8 @@ def present(K, theta_lut, hash_in, hash_e, hash_c,
             if learn_ec:
                 ev = xorshift32(rng[i_event])
                 rng[i_event] = ev
-                d = ev >> 16
-                for c in range(n_c):
-                    w = w_ec[j, c]
-                    sc[C_ACC, c] += w
-                    dw = _delta(sc[C_X, c], eta_ec_pre, wshift, sr, (d ^ hash_c[c]) & srmask)
-                    if asym:
-                        w = w - dw
-                        if w < 0:
-                            w = 0
-                    else:
-                        w = w + dw
-                        if w > w_max:
-                            w = w_max
-                    w_ec[j, c] = w
+                _pre_update(w_ec[j], sc[C_ACC], sc[C_X], hash_c, eta_ec_pre, wshift, sr,
+                            ev >> 16, w_max, asym)
             else:
                 for c in range(n_c):
                     sc[C_ACC, c] += w_ec[j, c]
@@ -207,58 +239,57 @@ def present(K, theta_lut, hash_in, hash_e, hash_c,
             sc[C_X, c] = x if x < t_max else t_max
 
         # ---------------- B. neuron updates ----------------
+        # Branch-free first pass (it vectorises); the rare spikes are handled after.
+        any_e = False
         for j in range(n):
-            ge = se[E_GE, j] + ((se[E_ACC, j] * K[_K_W_IN] + 32768) >> 16)
+            ge = se[E_GE, j] + ((se[E_ACC, j] * k_w_in + 32768) >> 16)
             se[E_ACC, j] = 0
-            if ge > g_max:
-                ge = g_max
+            ge = min(ge, g_max)
             gi = se[E_GI, j]
-            spike = 0
-            if se[E_REF, j] > 0:
-                se[E_REF, j] -= 1
-            else:
-                v = se[E_V, j]
-                cur = ((K[_E_REST] - v) << gf) + ge * (K[_E_EXC] - v) + gi * (K[_E_INH] - v)
-                v += (cur * K[_K_TAU_E] + v_round) >> (gf + cf)
-                if v < K[_E_FLOOR]:
-                    v = K[_E_FLOOR]
-                if v > v_max:
-                    v = v_max
-                th = theta[j]
-                if v > (th >> (th_f - vf)) + K[_E_THR]:
-                    spike = 1
-                    v = K[_E_RESET]
-                    se[E_REF, j] = K[_REFRAC]
+            v = se[E_V, j]
+            cur = ((e_rest - v) << gf) + ge * (e_exc - v) + gi * (e_inh - v)
+            vn = min(max(v + ((cur * k_tau_e + v_round) >> (gf + cf)), e_floor), v_max)
+            ref = se[E_REF, j]
+            free = ref == 0
+            se[E_V, j] = vn if free else v
+            se[E_REF, j] = ref if free else ref - 1
+            spike = free and vn > (theta[j] >> th_sh) + e_thr
+            pend_e[j] = spike
+            any_e |= spike
+            se[E_GE, j] = (ge * k_ge) >> cf
+            se[E_GI, j] = (gi * k_gi) >> cf
+            se[E_X, j] = (se[E_X, j] * k_tr) >> cf
+        if any_e:
+            for j in range(n):
+                if pend_e[j]:
+                    se[E_V, j] = e_reset
+                    se[E_REF, j] = refrac
                     counts_e[j] += 1
                     if learn_in:
-                        th += theta_lut[th >> K[_TH_SHIFT]]
-                        theta[j] = th if th < K[_TH_MAX] else K[_TH_MAX]
-                se[E_V, j] = v
-            pend_e[j] = spike
-            se[E_GE, j] = (ge * K[_K_GE]) >> cf
-            se[E_GI, j] = (gi * K[_K_GI]) >> cf
-            se[E_X, j] = (se[E_X, j] * k_tr) >> cf
+                        th = theta[j] + theta_lut[theta[j] >> lut_sh]
+                        theta[j] = th if th < th_max else th_max
 
+        # Inhibitory neurons at rest with no drive stay at rest: skipping them is exact.
         for j in range(n):
             ge = si[I_GE, j]
+            v = si[I_V, j]
+            ref = si[I_REF, j]
+            if ge == 0 and ref == 0 and v == i_rest:
+                pend_i[j] = 0
+                continue
             spike = 0
-            if si[I_REF, j] > 0:
-                si[I_REF, j] -= 1
+            if ref > 0:
+                si[I_REF, j] = ref - 1
             else:
-                v = si[I_V, j]
-                cur = ((K[_I_REST] - v) << gf) + ge * (K[_E_EXC] - v)
-                v += (cur * K[_K_TAU_I] + v_round) >> (gf + cf)
-                if v < v_min:
-                    v = v_min
-                if v > v_max:
-                    v = v_max
-                if v > K[_I_THR]:
+                cur = ((i_rest - v) << gf) + ge * (e_exc - v)
+                v = min(max(v + ((cur * k_tau_i + v_round) >> (gf + cf)), v_min), v_max)
+                if v > i_thr:
                     spike = 1
-                    v = K[_I_RESET]
-                    si[I_REF, j] = K[_REFRAC]
+                    v = i_reset
+                    si[I_REF, j] = refrac
                 si[I_V, j] = v
             pend_i[j] = spike
-            si[I_GE, j] = (ge * K[_K_GE]) >> cf
+            si[I_GE, j] = (ge * k_ge) >> cf
 
         if teacher_on:
             ev = xorshift32(rng[i_teacher])
@@ -297,7 +328,9 @@ def present(K, theta_lut, hash_in, hash_e, hash_c,
             x = x_in[i]
             if x:
                 x_in[i] = (x * k_tr) >> cf
-            pend_in[i] = 0
+        for m in range(n_pend):
+            pend_in[pend_list[m]] = 0
+        n_pend = 0
         if input_on:
             for m in range(nz_idx.shape[0]):
                 lane = m % n_lanes
@@ -305,6 +338,8 @@ def present(K, theta_lut, hash_in, hash_e, hash_c,
                 rng[lane] = s
                 if (s >> 16) < nz_thr[m]:
                     pend_in[nz_idx[m]] = 1
+                    pend_list[n_pend] = nz_idx[m]
+                    n_pend += 1
 
 
 @njit(cache=True)
@@ -325,23 +360,29 @@ def scale_columns(w, target, recip_frac, w_max, sr, rng, hash_rows):
         for j in range(n_cols):
             sums[j] += w[i, j]
     srmask = (1 << sr) - 1
+    factor = np.zeros(n_cols, dtype=np.int64)
+    dither = np.zeros(n_cols, dtype=np.int64)
     for j in range(n_cols):
         if sums[j] == 0:
             continue
-        factor = (target << recip_frac) // sums[j]
+        factor[j] = (target << recip_frac) // sums[j]
         if sr > 0:
             ev = xorshift32(rng[i_event])
             rng[i_event] = ev
-            d = ev >> 16
-            for i in range(n_rows):
-                r = ((d ^ hash_rows[i]) & srmask) << (recip_frac - sr)
-                v = (w[i, j] * factor + r) >> recip_frac
-                w[i, j] = v if v < w_max else w_max
-        else:
-            half = 1 << (recip_frac - 1)
-            for i in range(n_rows):
-                v = (w[i, j] * factor + half) >> recip_frac
-                w[i, j] = v if v < w_max else w_max
+            dither[j] = ev >> 16
+    # Row-major pass over the weights; a zero column has factor 0 and is skipped.
+    half = 1 << (recip_frac - 1)
+    dshift = recip_frac - sr
+    for i in range(n_rows):
+        h = hash_rows[i]
+        for j in range(n_cols):
+            if sr > 0:
+                r = ((dither[j] ^ h) & srmask) << dshift
+            else:
+                r = half
+            v = (w[i, j] * factor[j] + r) >> recip_frac
+            v = v if v < w_max else w_max
+            w[i, j] = v if factor[j] > 0 else w[i, j]
 
 
 @njit(cache=True)

@@ -192,6 +192,29 @@ class Model:
             self.images_seen += 1
         return Presentation(counts_e, counts_c, presentations, intensity)
 
+    def run_steps(self, nsteps: int, image=None, label: int = -1, phase: str = "test",
+                  intensity: int | None = None):
+        """Advance ``nsteps`` time steps from the present state, without scaling or reset.
+
+        The unit of the gateware benches and the model tests: ``image`` (or none: no input)
+        drives the encoder at ``intensity``; returns the E and C spike counts of these steps.
+        """
+        if phase not in _FLAGS:
+            raise ValueError(f"phase must be one of {PHASES}, not {phase!r}")
+        learn_in, learn_ec, teacher = _FLAGS[phase]
+        if image is None:
+            nz_idx = np.zeros(0, dtype=np.int64)
+            nz_thr = np.zeros(0, dtype=np.int64)
+        else:
+            flat = np.ascontiguousarray(image, dtype=np.uint8).reshape(-1)
+            nz_idx = np.flatnonzero(flat).astype(np.int64)
+            nz_thr = self._rate_thr(intensity or self._cfg.intensity_init)[flat[nz_idx]]
+        counts_e = np.zeros(self._cfg.n_exc, dtype=np.int64)
+        counts_c = np.zeros(self._cfg.n_classes, dtype=np.int64)
+        self._run(int(nsteps), nz_idx, nz_thr, label if teacher else -1, image is not None,
+                  (learn_in, learn_ec, teacher), counts_e, counts_c)
+        return counts_e, counts_c
+
     def _kernel_args(self, nz_idx, nz_thr, label, nsteps, input_on, flags, counts_e, counts_c):
         learn_in, learn_ec, teacher = flags
         return (self.w_in, self.w_ec, self.theta, self.se, self.si, self.sc, self.x_in,

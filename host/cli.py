@@ -64,6 +64,9 @@ def add_experiment_arguments(p: argparse.ArgumentParser, *, train=60000, test=10
     g.add_argument("--trace-inc", type=float, help="trace increment per spike (default 0.1)")
     g.add_argument("--eta-in", type=float, help="input→E learning rate (default: preset)")
     g.add_argument("--eta-ec", type=float, help="E→C learning rate (default: preset)")
+    g.add_argument("--eta-final", type=float, default=1.0, metavar="F",
+                   help="learning rates fall linearly to F times their value over the run "
+                        "(default: 1, constant)")
     g.add_argument("--eval-every", type=_natural, default=0, metavar="K",
                    help="accuracy curve point every K training images (default: none)")
     g.add_argument("--eval-size", type=_positive, default=1000,
@@ -95,7 +98,7 @@ def experiment_from_args(args):
                      data=args.data, train=args.train, val=args.val, test=args.test,
                      epochs=args.epochs, seed=args.seed, mode=args.mode,
                      eval_every=args.eval_every, eval_size=args.eval_size,
-                     vote_window=args.vote_window, overrides=overrides, formats=formats)
+                     vote_window=args.vote_window, eta_final=args.eta_final, overrides=overrides, formats=formats)
     try:
         exp.config()
     except (TypeError, ValueError) as exc:

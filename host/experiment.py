@@ -61,6 +61,7 @@ class Experiment:
     eval_size: int = 1000
     checkpoint_every: int = 0
     vote_window: int = 10000
+    eta_final: float = 1.0
     overrides: dict = field(default_factory=dict)
     formats: dict = field(default_factory=dict)
 
@@ -108,7 +109,8 @@ def run(exp: Experiment, out: Path | None = None, progress: bool = True,
         cfg = exp.config()
         model = make_model(exp.model, cfg, exp.seed)
         training = TrainingRun(model, mode=exp.mode, epochs=exp.epochs,
-                               vote_window=exp.vote_window, eval_every=exp.eval_every,
+                               vote_window=exp.vote_window, eta_final=exp.eta_final,
+                               eval_every=exp.eval_every,
                                checkpoint_every=exp.checkpoint_every, out_dir=out,
                                progress=progress)
     (x, y), (xv, yv), (xt, yt) = load_data(exp, cfg)

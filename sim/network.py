@@ -22,7 +22,7 @@ import numpy as np
 
 from ..firmware.config import NetworkConfig
 from . import float_kernel, golden_kernel
-from .fixed import derive, to_array
+from .fixed import K_INDEX, derive, to_array
 from .rng import dither_hash, rate_thresholds, stream_seeds, teacher_threshold
 
 __all__ = ["Model", "FloatModel", "GoldenModel", "PHASES", "Presentation", "make_model",
@@ -279,6 +279,19 @@ class Model:
                 progress(1)
         return {"pred": pred, "pred_vote": pred_vote, "counts": counts, "counts_c": counts_c}
 
+    def set_eta_scale(self, scale: float):
+        """Multiply both learning rates by ``scale`` (the chip's learning-rate register).
+
+        The golden model rounds the scaled constants as :mod:`~symspike.sim.fixed` does.
+        """
+        if not 0.0 <= scale <= 16.0:
+            raise ValueError(f"learning-rate scale must be in [0, 16], not {scale}")
+        self._eta_scale = float(scale)
+        self._apply_eta(self._eta_scale)
+
+    def _apply_eta(self, scale):
+        raise NotImplementedError
+
     def finish_training(self):
         """Apply the synaptic scaling once more, so test weights are the scaled ones."""
         self._scale("in")
@@ -377,6 +390,14 @@ class FloatModel(Model):
         steps = cfg.steps_present + cfg.steps_rest
         self._theta_keep = (1.0 - cfg.dt / cfg.tau_theta) ** steps
 
+    _ETA = ("eta_in", "eta_ec", "eta_in_dep", "eta_ec_dep")
+
+    def _apply_eta(self, scale):
+        base = float_kernel.params(self._cfg)
+        for name in self._ETA:
+            i = float_kernel.P_FIELDS.index(name)
+            self._P[i] = base[i] * scale
+
     def _run(self, nsteps, nz_idx, nz_thr, label, input_on, flags, counts_e, counts_c):
         float_kernel.present(self._P, *self._kernel_args(nz_idx, nz_thr, label, nsteps,
                                                          input_on, flags, counts_e, counts_c))
@@ -426,6 +447,10 @@ class GoldenModel(Model):
         self.pend_c = np.zeros(cfg.n_classes, dtype=np.int64)
         self._v_rest_e = self.const.e_v_rest
         self._v_rest_i = self.const.i_v_rest
+
+    def _apply_eta(self, scale):
+        for name in ("eta_in", "eta_ec", "eta_in_dep", "eta_ec_dep"):
+            self._K[K_INDEX[name]] = int(np.floor(getattr(self.const, name) * scale + 0.5))
 
     def _run(self, nsteps, nz_idx, nz_thr, label, input_on, flags, counts_e, counts_c):
         golden_kernel.present(self._K, self._lut, self._hash_in, self._hash_e, self._hash_c,

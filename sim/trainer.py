@@ -58,6 +58,9 @@ class TrainingRun:
         ``"simultaneous"`` or ``"layer"``.
     epochs : int
         Epochs over the training images (of the hidden layer, in layer mode).
+    eta_final : float
+        Learning-rate schedule: the rates fall linearly from the preset's values to
+        ``eta_final`` times them over the whole run (1.0: constant, as the paper).
     vote_window : int
         Training presentations that the vote readout's label assignment remembers.
     eval_every : int
@@ -70,6 +73,7 @@ class TrainingRun:
     mode: str = "simultaneous"
     epochs: int = 1
     vote_window: int = 10000
+    eta_final: float = 1.0
     eval_every: int = 0
     checkpoint_every: int = 0
     out_dir: Path | None = None
@@ -83,6 +87,8 @@ class TrainingRun:
             raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise ValueError(f"epochs must be a positive int, not {self.epochs!r}")
+        if not 0.0 <= self.eta_final <= 16.0:
+            raise ValueError(f"eta_final must be in [0, 16], not {self.eta_final}")
         if self.vote_window < 1:
             raise ValueError("vote_window must be ≥ 1")
         if self.out_dir is not None:
@@ -126,6 +132,9 @@ class TrainingRun:
                 if done < self.position:
                     done += 1
                     continue
+                if self.eta_final != 1.0:
+                    frac = done / total
+                    model.set_eta_scale(1.0 + (self.eta_final - 1.0) * frac)
                 res = model.present(images[idx], int(labels[idx]), phase)
                 model.decay_votes(forget)
                 model.record_vote(res.counts_e, int(labels[idx]))
@@ -139,6 +148,7 @@ class TrainingRun:
                     start = time.perf_counter()
                 if self.checkpoint_every and self.out_dir and done % self.checkpoint_every == 0:
                     self.save_checkpoint()
+        model.set_eta_scale(1.0)
         model.finish_training()
         self.wall_s += time.perf_counter() - start
         if bar is not None:
@@ -166,6 +176,7 @@ class TrainingRun:
         self.model.save(self.out_dir / "checkpoint.npz",
                         extra={"position": self.position, "mode": self.mode,
                                "epochs": self.epochs, "vote_window": self.vote_window,
+                               "eta_final": self.eta_final,
                                "history": self.history, "wall_s": self.wall_s})
 
     @classmethod
@@ -179,7 +190,7 @@ class TrainingRun:
         extra = meta.get("extra", {})
         if "position" not in extra:
             raise CheckpointError(f"{path} holds no training position")
-        for key in ("mode", "epochs", "vote_window"):
+        for key in ("mode", "epochs", "vote_window", "eta_final"):
             kwargs.setdefault(key, extra[key])
         run = cls(model, history=list(extra.get("history", [])), position=extra["position"],
                   wall_s=float(extra.get("wall_s", 0.0)), **kwargs)

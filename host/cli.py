@@ -61,6 +61,8 @@ def add_experiment_arguments(p: argparse.ArgumentParser, *, train=60000, test=10
                    help="symmetric STDP (Hao et al.) or classic pair-based STDP")
     g.add_argument("--rest", choices=("reset", "simulate"), default="reset",
                    help="between images reset the state, or simulate the 150 ms rest")
+    g.add_argument("--intensity", type=int,
+                   help="input intensity of a first presentation (default 2: 63.75 Hz at 255)")
     g.add_argument("--trace-inc", type=float, help="trace increment per spike (default 0.1)")
     g.add_argument("--eta-in", type=float, help="input→E learning rate (default: preset)")
     g.add_argument("--eta-ec", type=float, help="E→C learning rate (default: preset)")
@@ -88,6 +90,8 @@ def experiment_from_args(args):
     for name in ("trace_inc", "eta_in", "eta_ec"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
+    if args.intensity is not None:
+        overrides["intensity_init"] = args.intensity
     formats = {}
     for name in ("weight_bits", "sr_bits", "trace_frac", "v_frac", "g_frac"):
         if getattr(args, name) is not None:

@@ -63,3 +63,25 @@ def test_precision_variant_list(capsys):
     assert main(["bench", "precision", "--list"]) == 0
     out = capsys.readouterr().out
     assert "w8-nosr" in out and "float" in out
+
+
+def test_bench_precision_small(tmp_path, capsys, embedded):
+    js, md = tmp_path / "p.json", tmp_path / "p.md"
+    assert main(["bench", "precision", "--variants", "float,w8,w8-nosr", "--neurons", "10",
+                 "--train", "30", "--test", "20", "--jobs", "1", "--json", str(js),
+                 "--markdown", str(md)]) == 0
+    data = json.loads(js.read_text())
+    assert [r["variant"] for r in data["rows"]] == ["float", "w8", "w8-nosr"]
+    assert data["rows"][0]["delta_vs_float"] == 0.0
+    assert all(0 <= r["accuracy"] <= 1 for r in data["rows"])
+    assert "| w8-nosr |" in md.read_text()
+
+
+def test_bench_speed_small(tmp_path, capsys, embedded):
+    js = tmp_path / "s.json"
+    assert main(["bench", "speed", "--neurons", "20", "--models", "golden", "--images", "5",
+                 "--repeats", "3", "--json", str(js)]) == 0
+    rows = json.loads(js.read_text())["rows"]
+    assert rows[0]["model"] == "golden" and len(rows[0]["images_per_s_all"]) == 3
+    assert rows[0]["images_per_s_median"] > 0
+    assert "images/s (median" in capsys.readouterr().out

@@ -74,11 +74,22 @@ def present(P, w_in, w_ec, theta, se, si, sc, x_in,
     eta_ec_pre = P[_ETA_EC_D] if asym else P[_ETA_EC]
     eta_ec_post = P[_ETA_EC]
     refrac = int(P[_REFRAC])
+    e_rest, e_reset, e_floor, e_thr = P[_E_REST], P[_E_RESET], P[_E_FLOOR], P[_E_THR]
+    e_exc, e_inh = P[_E_EXC], P[_E_INH]
+    i_rest, i_reset, i_thr = P[_I_REST], P[_I_RESET], P[_I_THR]
+    k_tau_e, k_tau_i, k_ge, k_gi = P[_K_TAU_E], P[_K_TAU_I], P[_K_GE], P[_K_GI]
+    theta_plus = P[_TH_PLUS]
+
+    pend_list = np.empty(n_in, dtype=np.int64)
+    n_pend = 0
+    for i in range(n_in):
+        if pend_in[i]:
+            pend_list[n_pend] = i
+            n_pend += 1
 
     for _step in range(nsteps):
-        for i in range(n_in):
-            if pend_in[i] == 0:
-                continue
+        for m in range(n_pend):
+            i = pend_list[m]
             if learn_in:
                 for j in range(n):
                     w = w_in[i, j]
@@ -130,47 +141,54 @@ def present(P, w_in, w_ec, theta, se, si, sc, x_in,
                     w_ec[j, c] = min(w_ec[j, c] + eta_ec_post * se[E_X, j], wmax_ec)
             sc[C_X, c] += t_inc
 
+        # Branch-free first pass (it vectorises); the rare spikes are handled after.
+        any_e = False
         for j in range(n):
             ge = se[E_GE, j] + se[E_ACC, j]
             se[E_ACC, j] = 0.0
             gi = se[E_GI, j]
-            spike = 0
-            if se[E_REF, j] > 0:
-                se[E_REF, j] -= 1
-            else:
-                v = se[E_V, j]
-                v += (P[_E_REST] - v + ge * (P[_E_EXC] - v) + gi * (P[_E_INH] - v)) * P[_K_TAU_E]
-                if v < P[_E_FLOOR]:
-                    v = P[_E_FLOOR]
-                th = theta[j]
-                if v > th + P[_E_THR]:
-                    spike = 1
-                    v = P[_E_RESET]
+            v = se[E_V, j]
+            vn = v + (e_rest - v + ge * (e_exc - v) + gi * (e_inh - v)) * k_tau_e
+            vn = max(vn, e_floor)
+            ref = se[E_REF, j]
+            free = ref <= 0
+            se[E_V, j] = vn if free else v
+            se[E_REF, j] = ref if free else ref - 1
+            spike = free and vn > theta[j] + e_thr
+            pend_e[j] = spike
+            any_e |= spike
+            se[E_GE, j] = ge * k_ge
+            se[E_GI, j] = gi * k_gi
+            se[E_X, j] *= k_tr
+        if any_e:
+            for j in range(n):
+                if pend_e[j]:
+                    se[E_V, j] = e_reset
                     se[E_REF, j] = refrac
                     counts_e[j] += 1
                     if learn_in:
-                        theta[j] = th + P[_TH_PLUS] * 10.0 / abs(th - 10.0)
-                se[E_V, j] = v
-            pend_e[j] = spike
-            se[E_GE, j] = ge * P[_K_GE]
-            se[E_GI, j] = gi * P[_K_GI]
-            se[E_X, j] *= k_tr
+                        th = theta[j]
+                        theta[j] = th + theta_plus * 10.0 / abs(th - 10.0)
 
+        # Inhibitory neurons at rest with no drive stay at rest.
         for j in range(n):
             ge = si[I_GE, j]
+            v = si[I_V, j]
+            if ge == 0.0 and si[I_REF, j] <= 0 and v == i_rest:
+                pend_i[j] = 0
+                continue
             spike = 0
             if si[I_REF, j] > 0:
                 si[I_REF, j] -= 1
             else:
-                v = si[I_V, j]
-                v += (P[_I_REST] - v + ge * (P[_E_EXC] - v)) * P[_K_TAU_I]
-                if v > P[_I_THR]:
+                v += (i_rest - v + ge * (e_exc - v)) * k_tau_i
+                if v > i_thr:
                     spike = 1
-                    v = P[_I_RESET]
+                    v = i_reset
                     si[I_REF, j] = refrac
                 si[I_V, j] = v
             pend_i[j] = spike
-            si[I_GE, j] = ge * P[_K_GE]
+            si[I_GE, j] = ge * k_ge
 
         if teacher_on:
             ev = xorshift32(rng[i_teacher])
@@ -200,7 +218,9 @@ def present(P, w_in, w_ec, theta, se, si, sc, x_in,
 
         for i in range(n_in):
             x_in[i] *= k_tr
-            pend_in[i] = 0
+        for m in range(n_pend):
+            pend_in[pend_list[m]] = 0
+        n_pend = 0
         if input_on:
             for m in range(nz_idx.shape[0]):
                 lane = m % n_lanes
@@ -208,6 +228,8 @@ def present(P, w_in, w_ec, theta, se, si, sc, x_in,
                 rng[lane] = s
                 if (s >> 16) < nz_thr[m]:
                     pend_in[nz_idx[m]] = 1
+                    pend_list[n_pend] = nz_idx[m]
+                    n_pend += 1
 
 
 @njit(cache=True)

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from ..firmware.config import DATASETS, PRESET_SIZES, Formats
+from ..sim.network import CheckpointError
 from . import datasets
 
 __all__ = ["main", "add_experiment_arguments", "experiment_from_args"]
@@ -69,6 +70,9 @@ def add_experiment_arguments(p: argparse.ArgumentParser, *, train=60000, test=10
     g.add_argument("--eta-final", type=float, default=1.0, metavar="F",
                    help="learning rates fall linearly to F times their value over the run "
                         "(default: 1, constant)")
+    g.add_argument("--keep-best", action="store_true",
+                   help="early stopping: end with the weights of the best validation point "
+                        "(needs --val and --eval-every)")
     g.add_argument("--eval-every", type=_natural, default=0, metavar="K",
                    help="accuracy curve point every K training images (default: none)")
     g.add_argument("--eval-size", type=_positive, default=1000,
@@ -102,11 +106,14 @@ def experiment_from_args(args):
                      data=args.data, train=args.train, val=args.val, test=args.test,
                      epochs=args.epochs, seed=args.seed, mode=args.mode,
                      eval_every=args.eval_every, eval_size=args.eval_size,
-                     vote_window=args.vote_window, eta_final=args.eta_final, overrides=overrides, formats=formats)
+                     vote_window=args.vote_window, eta_final=args.eta_final,
+                     keep_best=args.keep_best, overrides=overrides, formats=formats)
     try:
         exp.config()
     except (TypeError, ValueError) as exc:
         raise UsageError(f"invalid network configuration: {exc}") from None
+    if exp.keep_best and not (exp.val and exp.eval_every):
+        raise UsageError("--keep-best needs validation images (--val V) and --eval-every K")
     return exp
 
 
@@ -232,7 +239,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UsageError, datasets.DatasetError) as exc:
+    except (UsageError, datasets.DatasetError, CheckpointError) as exc:
         print(f"symspike {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -62,6 +62,7 @@ class Experiment:
     checkpoint_every: int = 0
     vote_window: int = 10000
     eta_final: float = 1.0
+    keep_best: bool = False
     overrides: dict = field(default_factory=dict)
     formats: dict = field(default_factory=dict)
 
@@ -75,6 +76,8 @@ def load_data(exp: Experiment, cfg: NetworkConfig):
         raise ValueError(f"--train must be ≥ 1, not {exp.train}")
     if exp.val < 0 or exp.test < 0:
         raise ValueError("--val and --test must be ≥ 0")
+    if exp.keep_best and not (exp.val and exp.eval_every):
+        raise ValueError("--keep-best needs validation images (--val V) and --eval-every K")
     x, y = datasets.load(exp.dataset, "train", exp.data)
     if exp.val >= x.shape[0]:
         raise ValueError(f"--val {exp.val} leaves no training images of {x.shape[0]}")
@@ -110,6 +113,7 @@ def run(exp: Experiment, out: Path | None = None, progress: bool = True,
         model = make_model(exp.model, cfg, exp.seed)
         training = TrainingRun(model, mode=exp.mode, epochs=exp.epochs,
                                vote_window=exp.vote_window, eta_final=exp.eta_final,
+                               keep_best=exp.keep_best,
                                eval_every=exp.eval_every,
                                checkpoint_every=exp.checkpoint_every, out_dir=out,
                                progress=progress)
@@ -158,6 +162,8 @@ def run(exp: Experiment, out: Path | None = None, progress: bool = True,
     for point in training.history:
         point.setdefault("on", curve_on)
     results["history"] = training.history
+    if training.best is not None:
+        results["best"] = training.best
     if out is not None:
         out = Path(out)
         w = model.weights()

@@ -319,14 +319,17 @@ class Model:
             cur[...] = new
         self.images_seen = int(state.get("images_seen", 0))
 
-    def save(self, path, extra: dict | None = None):
-        """Write a checkpoint atomically: a crash leaves the previous file whole."""
+    def save(self, path, extra: dict | None = None, state: dict | None = None):
+        """Write a checkpoint atomically: a crash leaves the previous file whole.
+
+        ``state`` (a :meth:`state_dict`) is written instead of the present state if given.
+        """
         path = Path(path)
         meta = {"version": CHECKPOINT_VERSION, "kind": self.kind, "seed": self._seed,
                 "config": self._cfg.to_dict(), "extra": extra or {}}
         buf = io.BytesIO()
         np.savez_compressed(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-                            **self.state_dict())
+                            **(state if state is not None else self.state_dict()))
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as fh:
             fh.write(buf.getvalue())

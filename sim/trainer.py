@@ -61,6 +61,11 @@ class TrainingRun:
     eta_final : float
         Learning-rate schedule: the rates fall linearly from the preset's values to
         ``eta_final`` times them over the whole run (1.0: constant, as the paper).
+    keep_best : bool
+        Early stopping: keep the weights, θ and label assignment of the evaluation point
+        with the best validation accuracy (C readout) and end the run with them. Needs
+        ``eval_every`` and validation images; costs nothing on chip (the host keeps the
+        copy).
     vote_window : int
         Training presentations that the vote readout's label assignment remembers.
     eval_every : int
@@ -74,6 +79,7 @@ class TrainingRun:
     epochs: int = 1
     vote_window: int = 10000
     eta_final: float = 1.0
+    keep_best: bool = False
     eval_every: int = 0
     checkpoint_every: int = 0
     out_dir: Path | None = None
@@ -81,6 +87,8 @@ class TrainingRun:
     history: list = field(default_factory=list)
     position: int = 0       # training presentations done, over all stages
     wall_s: float = 0.0
+    best: dict | None = None
+    _best_state: dict | None = None
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -151,6 +159,11 @@ class TrainingRun:
         model.set_eta_scale(1.0)
         model.finish_training()
         self.wall_s += time.perf_counter() - start
+        if self.keep_best and val_images is not None and len(val_images):
+            if not self.history or self.history[-1]["images"] != self.position:
+                self.evaluate_point(val_images, val_labels)
+            if self._best_state is not None and self.best["images"] != self.position:
+                model.load_state_dict(self._best_state)
         if bar is not None:
             bar.close()
         return self.history
@@ -162,11 +175,21 @@ class TrainingRun:
                  ("rng", "se", "si", "sc", "x_in", "pend_in", "pend_e", "pend_i", "pend_c",
                   "w_in", "w_ec")}
         model.finish_training()
+        # The candidate for the best state is the one the evaluation starts from, so that a
+        # restored best state reproduces its accuracy exactly.
+        candidate = model.state_dict() if self.keep_best else None
         out = model.infer(images)
-        for name, value in saved.items():
-            getattr(model, name)[...] = value
         point = {"images": self.position, "accuracy": accuracy(out["pred"], labels),
                  "accuracy_vote": accuracy(out["pred_vote"], labels)}
+        if self.keep_best and (self.best is None or point["accuracy"] > self.best["accuracy"]):
+            self.best = dict(point)
+            self._best_state = candidate
+            if self.out_dir is not None:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                model.save(self.out_dir / "best.npz", extra={"best": self.best},
+                           state=self._best_state)
+        for name, value in saved.items():
+            getattr(model, name)[...] = value
         self.history.append(point)
         return point
 
@@ -176,7 +199,8 @@ class TrainingRun:
         self.model.save(self.out_dir / "checkpoint.npz",
                         extra={"position": self.position, "mode": self.mode,
                                "epochs": self.epochs, "vote_window": self.vote_window,
-                               "eta_final": self.eta_final,
+                               "eta_final": self.eta_final, "keep_best": self.keep_best,
+                               "best": self.best,
                                "history": self.history, "wall_s": self.wall_s})
 
     @classmethod
@@ -190,10 +214,14 @@ class TrainingRun:
         extra = meta.get("extra", {})
         if "position" not in extra:
             raise CheckpointError(f"{path} holds no training position")
-        for key in ("mode", "epochs", "vote_window", "eta_final"):
-            kwargs.setdefault(key, extra[key])
+        for key in ("mode", "epochs", "vote_window", "eta_final", "keep_best"):
+            if key in extra:
+                kwargs.setdefault(key, extra[key])
         run = cls(model, history=list(extra.get("history", [])), position=extra["position"],
-                  wall_s=float(extra.get("wall_s", 0.0)), **kwargs)
+                  wall_s=float(extra.get("wall_s", 0.0)), best=extra.get("best"), **kwargs)
+        best_path = path.with_name("best.npz")
+        if run.keep_best and run.best is not None and best_path.is_file():
+            run._best_state = Model.read_checkpoint(best_path)[1]
         return run
 
 

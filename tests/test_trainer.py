@@ -95,3 +95,17 @@ def test_bad_arguments():
         TrainingRun(m, epochs=0)
     with pytest.raises(ValueError, match="labels"):
         TrainingRun(m, progress=False).run(np.zeros((3, 28, 28), np.uint8), np.zeros(2))
+
+
+def test_keep_best_restores_the_best_validation_point(mnist_small, tmp_path):
+    x, y = _data(mnist_small, 80)
+    xv, yv = mnist_small[0][1500:1560], mnist_small[1][1500:1560]
+    m = GoldenModel(preset(30), seed=4)
+    run = TrainingRun(m, eval_every=20, keep_best=True, out_dir=tmp_path, progress=False)
+    run.run(x, y, xv, yv)
+    accs = [p["accuracy"] for p in run.history]
+    assert run.best["accuracy"] == max(accs)
+    assert (tmp_path / "best.npz").is_file()
+    # The model ends in the best state: evaluating it again gives the best accuracy.
+    again = run.evaluate_point(xv, yv)
+    assert again["accuracy"] == run.best["accuracy"]

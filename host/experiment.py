@@ -26,7 +26,10 @@ from ..sim.network import make_model
 from ..sim.trainer import TrainingRun, accuracy, write_json
 from . import datasets
 
-__all__ = ["Experiment", "run", "load_data", "machine"]
+__all__ = ["Experiment", "run", "load_data", "machine", "VAL_SEED"]
+
+#: Seed of the draw of validation images from the training split.
+VAL_SEED = 20200387
 
 
 def machine() -> str:
@@ -71,7 +74,11 @@ class Experiment:
 
 
 def load_data(exp: Experiment, cfg: NetworkConfig):
-    """Training, validation and test images of ``exp`` (validation from the training split's end)."""
+    """Training, validation and test images of ``exp``.
+
+    ``exp.val`` validation images are drawn from the training split by a fixed draw
+    (:data:`VAL_SEED`); training uses the first ``exp.train`` of the others, in order.
+    """
     if exp.train < 1:
         raise ValueError(f"--train must be ≥ 1, not {exp.train}")
     if exp.val < 0 or exp.test < 0:
@@ -81,9 +88,13 @@ def load_data(exp: Experiment, cfg: NetworkConfig):
     x, y = datasets.load(exp.dataset, "train", exp.data)
     if exp.val >= x.shape[0]:
         raise ValueError(f"--val {exp.val} leaves no training images of {x.shape[0]}")
-    xv, yv = x[x.shape[0] - exp.val:], y[y.shape[0] - exp.val:]
-    n_train = min(exp.train, x.shape[0] - exp.val)
-    x, y = x[:n_train], y[:n_train]
+    # Validation images are spread over the whole training split (a fixed draw, the same for
+    # every seed): a block at its end would share writers with the images trained last, and
+    # online learning favours what it saw last, which would flatter one-epoch runs.
+    held = np.zeros(x.shape[0], dtype=bool)
+    held[np.random.default_rng(VAL_SEED).choice(x.shape[0], exp.val, replace=False)] = True
+    xv, yv = x[held], y[held]
+    x, y = x[~held][:exp.train], y[~held][:exp.train]
     xt, yt = datasets.load(exp.dataset, "test", exp.data)
     xt, yt = xt[:exp.test], yt[:exp.test]
     if cfg.image_mean is not None:

@@ -51,7 +51,7 @@ def add_experiment_arguments(p: argparse.ArgumentParser, *, train=60000, test=10
     g.add_argument("--train", type=_positive, default=train, metavar="K",
                    help=f"training images, from the start of the training split (default: {train})")
     g.add_argument("--val", type=_natural, default=0, metavar="V",
-                   help="hold out the last V training images for validation (default: 0)")
+                   help="hold out V training images (a fixed draw across the split) for validation (default: 0)")
     g.add_argument("--test", type=_natural, default=test, metavar="M",
                    help=f"test images (default: {test})")
     g.add_argument("--epochs", type=_positive, default=1)

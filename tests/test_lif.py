@@ -15,7 +15,6 @@ they were before the step.
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest

@@ -116,8 +116,12 @@ def present(K, theta_lut, hash_in, hash_e, hash_c,
             pend_in, pend_e, pend_i, pend_c, rng,
             nz_idx, nz_thr, label, teacher_thr,
             nsteps, input_on, learn_in, learn_ec, teacher_on, asym,
-            counts_e, counts_c):
+            counts_e, counts_c, trace_idx):
     """Run ``nsteps`` time steps; state arrays are updated in place.
+
+    ``trace_idx`` lists the inputs whose traces may be non-zero (all of them, or after a
+    reset only the image's non-zero pixels): decaying a zero trace is the identity, so the
+    others are skipped.
 
     ``rng`` holds the xorshift32 states: ``encoder_lanes`` encoder lanes, then teacher, then
     event. ``pend_*`` are the spikes of the previous step (0/1). Spikes of E and C are added to
@@ -176,6 +180,17 @@ def present(K, theta_lut, hash_in, hash_e, hash_c,
             pend_list[n_pend] = i
             n_pend += 1
 
+    # Spikes of the previous step as lists, so that the delivery does not scan every neuron.
+    e_list = np.empty(n, dtype=np.int64)
+    n_e = 0
+    n_i_spikes = 0
+    for j in range(n):
+        if pend_e[j]:
+            e_list[n_e] = j
+            n_e += 1
+        if pend_i[j]:
+            n_i_spikes += 1
+
     for _step in range(nsteps):
         # ---------------- A. deliver the previous step's spikes ----------------
         for m in range(n_pend):
@@ -191,13 +206,8 @@ def present(K, theta_lut, hash_in, hash_e, hash_c,
             x = x_in[i] + t_inc
             x_in[i] = x if x < t_max else t_max
 
-        n_i_spikes = 0
-        for j in range(n):
-            if pend_i[j]:
-                n_i_spikes += 1
-        for j in range(n):
-            if pend_e[j] == 0:
-                continue
+        for m in range(n_e):
+            j = e_list[m]
             g = si[I_GE, j] + K[_G_EI]
             si[I_GE, j] = g if g < g_max else g_max
             if learn_in:
@@ -216,11 +226,12 @@ def present(K, theta_lut, hash_in, hash_e, hash_c,
             else:
                 for c in range(n_c):
                     sc[C_ACC, c] += w_ec[j, c]
-        for j in range(n):
-            if pend_e[j]:
-                x = se[E_X, j] + t_inc
-                se[E_X, j] = x if x < t_max else t_max
-            if n_i_spikes:
+        for m in range(n_e):
+            j = e_list[m]
+            x = se[E_X, j] + t_inc
+            se[E_X, j] = x if x < t_max else t_max
+        if n_i_spikes:
+            for j in range(n):
                 g = se[E_GI, j] + K[_G_IE] * (n_i_spikes - pend_i[j])
                 se[E_GI, j] = g if g < g_max else g_max
 
@@ -259,9 +270,12 @@ def present(K, theta_lut, hash_in, hash_e, hash_c,
             se[E_GE, j] = (ge * k_ge) >> cf
             se[E_GI, j] = (gi * k_gi) >> cf
             se[E_X, j] = (se[E_X, j] * k_tr) >> cf
+        n_e = 0
         if any_e:
             for j in range(n):
                 if pend_e[j]:
+                    e_list[n_e] = j
+                    n_e += 1
                     se[E_V, j] = e_reset
                     se[E_REF, j] = refrac
                     counts_e[j] += 1
@@ -270,6 +284,7 @@ def present(K, theta_lut, hash_in, hash_e, hash_c,
                         theta[j] = th if th < th_max else th_max
 
         # Inhibitory neurons at rest with no drive stay at rest: skipping them is exact.
+        n_i_spikes = 0
         for j in range(n):
             ge = si[I_GE, j]
             v = si[I_V, j]
@@ -285,6 +300,7 @@ def present(K, theta_lut, hash_in, hash_e, hash_c,
                 v = min(max(v + ((cur * k_tau_i + v_round) >> (gf + cf)), v_min), v_max)
                 if v > i_thr:
                     spike = 1
+                    n_i_spikes += 1
                     v = i_reset
                     si[I_REF, j] = refrac
                 si[I_V, j] = v
@@ -324,7 +340,8 @@ def present(K, theta_lut, hash_in, hash_e, hash_c,
         for c in range(n_c):
             sc[C_X, c] = (sc[C_X, c] * k_tr) >> cf
 
-        for i in range(n_in):
+        for m in range(trace_idx.shape[0]):
+            i = trace_idx[m]
             x = x_in[i]
             if x:
                 x_in[i] = (x * k_tr) >> cf

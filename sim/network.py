@@ -138,6 +138,7 @@ class Model:
         self.sc[golden_kernel.C_V] = self._v_rest_i
         for p in (self.pend_in, self.pend_e, self.pend_i, self.pend_c):
             p[:] = 0
+        self._fresh = True
 
     def _rate_thr(self, intensity):
         thr = self._thresholds.get(intensity)
@@ -202,6 +203,7 @@ class Model:
         if phase not in _FLAGS:
             raise ValueError(f"phase must be one of {PHASES}, not {phase!r}")
         learn_in, learn_ec, teacher = _FLAGS[phase]
+        self._fresh = False     # the caller may have set any trace
         if image is None:
             nz_idx = np.zeros(0, dtype=np.int64)
             nz_thr = np.zeros(0, dtype=np.int64)
@@ -450,15 +452,20 @@ class GoldenModel(Model):
         self.pend_c = np.zeros(cfg.n_classes, dtype=np.int64)
         self._v_rest_e = self.const.e_v_rest
         self._v_rest_i = self.const.i_v_rest
+        self._all_inputs = np.arange(cfg.n_input, dtype=np.int64)
+        self._fresh = False
 
     def _apply_eta(self, scale):
         for name in ("eta_in", "eta_ec", "eta_in_dep", "eta_ec_dep"):
             self._K[K_INDEX[name]] = int(np.floor(getattr(self.const, name) * scale + 0.5))
 
     def _run(self, nsteps, nz_idx, nz_thr, label, input_on, flags, counts_e, counts_c):
+        # After a reset only the image's pixels can have non-zero traces.
+        trace_idx = nz_idx if self._fresh and input_on else self._all_inputs
         golden_kernel.present(self._K, self._lut, self._hash_in, self._hash_e, self._hash_c,
                               *self._kernel_args(nz_idx, nz_thr, label, nsteps, input_on,
-                                                 flags, counts_e, counts_c))
+                                                 flags, counts_e, counts_c), trace_idx)
+        self._fresh = False
 
     def _scale(self, which):
         k = self.const

@@ -62,6 +62,9 @@ def add_experiment_arguments(p: argparse.ArgumentParser, *, train=60000, test=10
                    help="symmetric STDP (Hao et al.) or classic pair-based STDP")
     g.add_argument("--rest", choices=("reset", "simulate"), default="reset",
                    help="between images reset the state, or simulate the 150 ms rest")
+    g.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override any network configuration field (firmware/config.py), "
+                        "e.g. --set wmax_in=0.25; repeatable")
     g.add_argument("--intensity", type=int,
                    help="input intensity of a first presentation (default 2: 63.75 Hz at 255)")
     g.add_argument("--trace-inc", type=float, help="trace increment per spike (default 0.1)")
@@ -88,6 +91,26 @@ def add_experiment_arguments(p: argparse.ArgumentParser, *, train=60000, test=10
     f.add_argument("--g-frac", type=int)
 
 
+def _parse_sets(items):
+    import dataclasses
+    import json
+    from ..firmware.config import NetworkConfig
+    fields = {f.name for f in dataclasses.fields(NetworkConfig)} - {"formats"}
+    out = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in fields:
+            raise UsageError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of "
+                             f"{', '.join(sorted(fields))}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        out[name] = value
+    return out
+
+
 def experiment_from_args(args):
     from .experiment import Experiment
     overrides = {"rule": args.rule, "rest": args.rest}
@@ -96,6 +119,7 @@ def experiment_from_args(args):
             overrides[name] = getattr(args, name)
     if args.intensity is not None:
         overrides["intensity_init"] = args.intensity
+    overrides.update(_parse_sets(args.set))
     formats = {}
     for name in ("weight_bits", "sr_bits", "trace_frac", "v_frac", "g_frac"):
         if getattr(args, name) is not None:

@@ -3,7 +3,8 @@
 One :class:`SynapseMemory` holds the ``R × C`` weight codes of a plastic projection —
 input→E (``R = 784`` rows, one per input, ``C = N`` columns, one per E neuron) or E→C
 (``R = N``, ``C = 10``) — and performs, ``L`` synapses per cycle, the three things phase A of
-a time step does to them (``docs/formats.md``, "One time step", A1, A2 and A4):
+a time step does to them (``docs/formats.md``, "One time step", A1, A2 and A4), and the
+synaptic scaling of a column (``docs/formats.md``, "Presentation of an image", 1):
 
 * a **row event** ``ROW(i, word)`` for a pre-synaptic spike: every old weight ``w[i, j]`` goes
   out on the ``acc`` stream for the post-synaptic accumulators, and the row is pre-updated
@@ -12,6 +13,9 @@ a time step does to them (``docs/formats.md``, "One time step", A1, A2 and A4):
   without learning (test mode);
 * a **column event** ``COL(j, word)`` for a post-synaptic spike:
   ``w[i, j] = min(w[i, j] + Δ(x_pre[i], eta_post), 2**B − 1)`` for every row ``i``;
+* a **scaling event** ``SCALE(j, factor, word)``, one column of a scaling pass (driven by
+  :class:`~symspike.hdl.scaling.ScalingUnit`):
+  ``w[i, j] = min((w[i, j]·factor + r[i]) >> recip_frac, 2**B − 1)`` for every row ``i``;
 * **host access**: ``READ(i, j)`` and ``WRITE(i, j, value)`` of single weight codes.
 
 ``Δ(x, eta)`` is the golden model's (``sim/golden_kernel.py``: ``_delta``, ``_pre_update``):
@@ -20,6 +24,13 @@ index ``k`` (the column ``j`` in a row event, the row ``i`` in a column event) b
 ``(word ^ hash[k]) & (2**sr − 1)`` with ``hash = dither_hash`` of ``sim/rng.py``; without it
 ``(x·eta + 2**(w_shift − 1)) >> w_shift``. ``word`` is the event's word, drawn by whoever owns
 the event stream and carried in the request.
+
+``SCALE`` is the golden model's ``scale_columns`` for one column: ``r[i]`` is the dither of
+row ``i``, ``((word ^ hash[i]) & (2**sr − 1)) << (recip_frac − sr)``, with stochastic rounding
+and one half, ``2**(recip_frac − 1)``, without. The ``factor`` field has ``B + recip_frac``
+bits: a larger factor gives every non-zero weight ``2**B − 1`` whatever its excess, so the
+factor's producer saturates it at ``2**(B + recip_frac) − 1`` without changing the result. A
+``factor`` of 0 leaves the column as it is (the golden model skips such a column).
 
 Skewed bank layout
 ------------------
@@ -45,17 +56,18 @@ column ``kL + s`` is in bank ``(s + i) mod L``. *Column* ``j``, chunk ``m`` (row
 ``(3,1)`` bank 0). The datapath works in *slot order* (slot ``s`` is column ``kL + s``, or row
 ``mL + s``) and a barrel rotator by ``i mod L`` (rows) or ``j mod L`` (columns) maps slots to
 banks and back. A row event takes ``CB`` cycles, a column event ``RB = ceil(R / L)``; only the
-padding lanes of the last chunk are idle. :meth:`SynapseMemory.locate` gives the place of a
-synapse.
+padding lanes of the last chunk are idle; ``SCALE`` walks a column as ``COL`` does.
+:meth:`SynapseMemory.locate` gives the place of a synapse.
 
 Pipeline
 --------
 Requests issue one chunk per cycle, back to back across requests (no bubbles)::
 
     S0  trace read (chunk's L traces), dither from word and hash
-    S1  Δ = rounding of x·eta (L multipliers); weight read (per-bank address)
-    S2  w_new = clip(w_old ± Δ); weight write; old weights to the output register;
-        column-sum read
+    S1  weight read (per-bank address); each slot's trace and learning rate
+    S2  L multipliers: Δ = rounding of x·eta, or w_old·factor for SCALE;
+        w_new = clip(w_old ± Δ) or the scaled weight; weight write; old weights to the
+        output register; column-sum read
     S3  column-sum write (+ Σ Δw); acc / rdata beat valid
 
 A weight is read at the end of S1 and written at the end of S2, one cycle later, and the
@@ -80,10 +92,12 @@ before the bump, E→C columns the E traces bumped in A3).
 Column sums
 -----------
 Every write adds its ``Δw = w_new − w_old`` to the sum of its column (``L`` columns per cycle
-in a row event, the sum of the chunk's ``L`` increments in a column event), so the register
-file ``sums[j] = Σ_i w[i, j]`` is always exact for the synaptic-scaling unit, with no summing
-pass. It is read through ``sum_addr`` / ``sum_data`` (one cycle latency; exact while
-``busy`` is low).
+in a row event, the sum of the chunk's ``L`` increments in a column event or a ``SCALE``),
+so the register file ``sums[j] = Σ_i w[i, j]`` is always exact for the synaptic-scaling unit,
+with no summing pass, and stays exact through the scaling itself. It is read through
+``sum_addr`` / ``sum_data`` (one cycle latency; exact while ``busy`` is low, and for a column
+that no request in the pipeline writes: the scaling unit reads column ``j + 1``'s sum while
+``SCALE(j)`` runs).
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
@@ -119,8 +133,9 @@ _HASH_MUL = int(dither_hash(2, 32)[1])
 _MASK32 = (1 << 32) - 1
 
 
-class Op(enum.Enum, shape=3):
-    """Request kinds of :class:`SynapseMemory`. Codes 5–7 are reserved and do nothing."""
+class Op(enum.Enum, shape=4):
+    """Request kinds of :class:`SynapseMemory`. Codes 5–7 and 9–15 are reserved and do
+    nothing (one cycle each)."""
 
     #: Row ``row``: old weights to ``acc``, no learning (test mode). ``CB`` cycles.
     ACC = 0
@@ -132,6 +147,8 @@ class Op(enum.Enum, shape=3):
     READ = 3
     #: Weight ``(row, col)`` = ``wdata`` (and its column sum follows). One cycle.
     WRITE = 4
+    #: Column ``col``: synaptic scaling by ``factor`` with ``word``'s dither. ``RB`` cycles.
+    SCALE = 8
 
 
 def _silence(elaboratable):
@@ -154,20 +171,32 @@ class RequestLayout(data.StructLayout):
     row : ``range(R)``
         Row ``i`` (``ACC``, ``ROW``, ``READ``, ``WRITE``).
     col : ``range(C)``
-        Column ``j`` (``COL``, ``READ``, ``WRITE``).
+        Column ``j`` (``COL``, ``SCALE``, ``READ``, ``WRITE``).
     word : ``unsigned(16)``
-        The event's random word (``ROW``, ``COL``); its low ``sr`` bits are used.
+        The event's random word (``ROW``, ``COL``, ``SCALE``); its low ``sr`` bits are used.
     wdata : ``unsigned(B)``
         The weight code of a ``WRITE``.
+    factor : ``unsigned(B + recip_frac)``
+        The scaling factor of a ``SCALE``, ``recip_frac`` fraction bits.
+
+    Parameters
+    ----------
+    rows, cols : int
+        ``R`` and ``C``.
+    weight_bits : int
+        ``B``.
+    recip_frac : int, optional
+        Fraction bits of the scaling factor (the formats' default, 16, if omitted).
     """
 
-    def __init__(self, rows: int, cols: int, weight_bits: int):
+    def __init__(self, rows: int, cols: int, weight_bits: int, recip_frac: int = 16):
         super().__init__({
             "op": Op,
             "row": _index_shape(rows),
             "col": _index_shape(cols),
             "word": unsigned(WORD_BITS),
             "wdata": unsigned(weight_bits),
+            "factor": unsigned(weight_bits + recip_frac),
         })
 
 
@@ -356,7 +385,7 @@ class SynapseMemory(wiring.Component):
         B = k.weight_bits
 
         super().__init__({
-            "req": In(stream.Signature(RequestLayout(rows, cols, B))),
+            "req": In(stream.Signature(RequestLayout(rows, cols, B, f.recip_frac))),
             "acc": Out(stream.Signature(AccLayout(rows, cols, lanes, B))),
             "rdata": Out(stream.Signature(unsigned(B))),
             "pre_trace": In(TraceWrite(rows, lanes, f.trace_bits)),
@@ -446,6 +475,16 @@ class SynapseMemory(wiring.Component):
     def sum_bits(self) -> int:
         return self._sum_bits
 
+    @property
+    def recip_frac(self) -> int:
+        """Fraction bits of a ``SCALE`` factor."""
+        return self._k.recip_frac
+
+    @property
+    def factor_bits(self) -> int:
+        """Width of a ``SCALE`` factor, ``B + recip_frac``."""
+        return self._k.weight_bits + self._k.recip_frac
+
     def locate(self, i: int, j: int) -> tuple:
         """``(bank, address)`` of synapse ``(i, j)``: ``((i + j) mod L, i·CB + j div L)``."""
         if not (0 <= i < self._rows and 0 <= j < self._cols):
@@ -457,7 +496,7 @@ class SynapseMemory(wiring.Component):
         op = Op(op)
         if op in (Op.ACC, Op.ROW):
             return self._cb
-        if op == Op.COL:
+        if op in (Op.COL, Op.SCALE):
             return self._rb
         return 1
 
@@ -522,6 +561,7 @@ class SynapseMemory(wiring.Component):
         s0_r = Signal(max(lg, 1))             # slot s lies in bank (s + r) mod L
         s0_word = Signal(WORD_BITS)
         s0_wdata = Signal(B)
+        s0_factor = Signal(B + k.recip_frac)
         s0_row = Signal(_index_shape(R))
         s0_lane = Signal(max(lg, 1))          # READ/WRITE: the slot; COL: the sum's lane
         s0_jd = Signal(_index_shape(CB))      # COL: column div L, the sum's row
@@ -530,7 +570,7 @@ class SynapseMemory(wiring.Component):
         s0_hash = Signal(32)                  # idx · HASH_MUL mod 2**32
 
         is_row0 = (s0_op == Op.ACC) | (s0_op == Op.ROW)
-        is_col0 = s0_op == Op.COL
+        is_col0 = (s0_op == Op.COL) | (s0_op == Op.SCALE)
         s0_last = Signal()
         m.d.comb += s0_last.eq(Mux(is_col0, s0_idx == (RB - 1) * L,
                                    Mux(is_row0, s0_idx == (CB - 1) * L, 1)))
@@ -544,6 +584,7 @@ class SynapseMemory(wiring.Component):
                 s0_op.eq(p.op),
                 s0_word.eq(p.word),
                 s0_wdata.eq(p.wdata),
+                s0_factor.eq(p.factor),
                 s0_row.eq(p.row),
                 s0_lane.eq(low(p.col)),
                 s0_jd.eq(high(p.col)),
@@ -552,7 +593,7 @@ class SynapseMemory(wiring.Component):
             with m.Switch(p.op):
                 with m.Case(Op.ACC, Op.ROW):
                     m.d.sync += [s0_r.eq(low(p.row)), s0_addr.eq(p.row * CB), s0_idx.eq(0)]
-                with m.Case(Op.COL):
+                with m.Case(Op.COL, Op.SCALE):
                     m.d.sync += [s0_r.eq(low(p.col)), s0_addr.eq(high(p.col)),
                                  s0_idx.eq(0)]
                 with m.Default():
@@ -585,12 +626,13 @@ class SynapseMemory(wiring.Component):
         for port in traces_r.values():
             m.d.comb += [port.addr.eq(chunk), port.en.eq(adv)]
 
-        # ---------------------------------------------------------------- S1: Δ, read
+        # ---------------------------------------------------------------- S1: read
         addr_shape = unsigned(bits_for(max(self.bank_depth - 1, 1)))
         s1_v = stage(s0_active, "s1_valid", 1)
         s1_op = stage(s0_op, "s1_op", Op)
         s1_r = stage(s0_r, "s1_r")
         s1_wdata = stage(s0_wdata, "s1_wdata")
+        s1_factor = stage(s0_factor, "s1_factor")
         s1_row = stage(s0_row, "s1_row")
         s1_lane = stage(s0_lane, "s1_lane")
         s1_jd = stage(s0_jd, "s1_jd")
@@ -604,24 +646,21 @@ class SynapseMemory(wiring.Component):
         for b in range(L):
             m.d.comb += [banks_r[b].addr.eq(s1_baddr[b]), banks_r[b].en.eq(adv)]
 
+        # The trace and learning rate of each slot's Δ; the product is taken in S2, where
+        # the same multiplier serves SCALE with the weight just read.
         s1_col = s1_op == Op.COL
         eta = Mux(s1_col, self.eta_post, self.eta_pre)
         x_pre = _lanes(traces_r["pre"].data, L)
         x_post = _lanes(traces_r["post"].data, L)
-        deltas = []
-        for s in range(L):
-            prod = Mux(s1_col, x_pre[s], x_post[s]) * eta
-            if sr:
-                delta = ((prod >> (shift - sr)) + s1_dither[s]) >> sr
-            else:
-                delta = (prod + (1 << (shift - 1))) >> shift
-            deltas.append(delta)
+        traces = [Mux(s1_col, x_pre[s], x_post[s]) for s in range(L)]
 
         # ---------------------------------------------------------------- S2: write
         s2_v = stage(s1_v, "s2_valid", 1)
         s2_op = stage(s1_op, "s2_op", Op)
         s2_r = stage(s1_r, "s2_r")
         s2_wdata = stage(s1_wdata, "s2_wdata")
+        s2_factor = stage(s1_factor, "s2_factor")
+        s2_dither = [stage(d, f"s2_dither{s}") for s, d in enumerate(s1_dither)]
         s2_row = stage(s1_row, "s2_row")
         s2_lane = stage(s1_lane, "s2_lane")
         s2_jd = stage(s1_jd, "s2_jd")
@@ -630,16 +669,33 @@ class SynapseMemory(wiring.Component):
         s2_smask = stage(s1_smask, "s2_smask")
         s2_bmask = stage(s1_bmask, "s2_bmask")
         s2_baddr = [stage(a, f"s2_baddr{b}") for b, a in enumerate(s1_baddr)]
-        s2_delta = [stage(d, f"s2_delta{s}") for s, d in enumerate(deltas)]
+        s2_x = [stage(x, f"s2_x{s}", len(x_pre[s])) for s, x in enumerate(traces)]
+        s2_eta = stage(eta, "s2_eta", self._eta_bits)
 
         w_old = _rotate_down([Value.cast(port.data) for port in banks_r], s2_r, lg)
-        writes = (s2_op == Op.ROW) | (s2_op == Op.COL) | (s2_op == Op.WRITE)
+        writes = ((s2_op == Op.ROW) | (s2_op == Op.COL) | (s2_op == Op.WRITE) |
+                  (s2_op == Op.SCALE))
+        rf = k.recip_frac
+        s2_scale = s2_op == Op.SCALE
         w_new, dw = [], []
         for s in range(L):
-            w, d = w_old[s], s2_delta[s]
+            w = w_old[s]
+            # One multiplier per lane: x·eta for Δ, w·factor for SCALE; both round by adding
+            # a term below the kept bits, ``((x·eta >> (w_shift − sr)) + dither) >> sr`` being
+            # ``(x·eta + (dither << (w_shift − sr))) >> w_shift``.
+            prod = Mux(s2_scale, w, s2_x[s]) * Mux(s2_scale, s2_factor, s2_eta)
+            if sr:
+                rnd = Mux(s2_scale, s2_dither[s] << (rf - sr), s2_dither[s] << (shift - sr))
+            else:
+                rnd = Mux(s2_scale, 1 << (rf - 1), 1 << (shift - 1))
+            total_s = prod + rnd
+            d = total_s >> shift
             up = w + d
             up = Mux(up > w_max, w_max, up)
             down = Mux(d > w, 0, w - d)
+            # SCALE: (w·factor + r) >> recip_frac, r the row's dither or one half.
+            scaled = total_s >> rf
+            scaled = Mux(s2_factor == 0, w, Mux(scaled > w_max, w_max, scaled))
             new = Signal(B, name=f"w_new{s}")
             with m.Switch(s2_op):
                 with m.Case(Op.ROW):
@@ -648,6 +704,8 @@ class SynapseMemory(wiring.Component):
                     m.d.comb += new.eq(up)
                 with m.Case(Op.WRITE):
                     m.d.comb += new.eq(s2_wdata)
+                with m.Case(Op.SCALE):
+                    m.d.comb += new.eq(scaled)
                 with m.Default():
                     m.d.comb += new.eq(w)
             w_new.append(new)
@@ -663,7 +721,7 @@ class SynapseMemory(wiring.Component):
             ]
 
         # Column sums: a row's L increments go to L columns, a column's to one.
-        s2_col = s2_op == Op.COL
+        s2_col = (s2_op == Op.COL) | (s2_op == Op.SCALE)
         total = dw[0]
         for step in dw[1:]:
             total = total + step

@@ -5,6 +5,7 @@
 ``symspike report``  draw a run folder's pictures
 ``symspike bench``   accuracy, precision and speed benchmarks
 ``symspike demo``    the main job on the embedded MNIST subset
+``symspike build``   synthesise the gateware for a device target (LUT, FF, RAM, DSP, Fmax)
 """
 
 from __future__ import annotations
@@ -231,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     from . import bench
     p = sub.add_parser("bench", help="benchmarks: accuracy, precision, speed")
     bench.add_arguments(p)
+
+    from ..boards import synth
+    p = sub.add_parser("build", help="synthesise the gateware for a device target: "
+                                     "LUT, FF, BRAM/SPRAM, DSP and Fmax per unit")
+    synth.add_arguments(p)
+    p.set_defaults(func=synth.main)
 
     p = sub.add_parser("demo", help="train the golden model on the embedded subset and report")
     p.add_argument("--out", metavar="DIR", default="runs/demo")

@@ -14,6 +14,7 @@ def test_presets_follow_the_authors_code():
     f = preset(400, "fashion-mnist")
     assert (f.e_v_thresh, f.wmax_ec, f.target_in, f.image_mean) == (-60.0, 40.0, 19.6, 30.0)
     assert f.eta_in == 0.02 and f.eta_ec == 0.32 and f.tau_theta == 5e7
+    assert f.wmax_in == 0.25 and preset(400).wmax_in == 1.0
     assert f.target_ec == pytest.approx(800.0)
 
 

@@ -378,8 +378,9 @@ def _run_tool(tool: str, args: list, cwd: Path, log: Path, timeout: float | None
         detail = _tail(log) if log.is_file() and log.stat().st_size else output[-3000:]
         if output and output not in detail:
             detail = f"{detail}\n{output[-2000:]}"
-        raise SynthError(f"{_TOOLS[tool]} failed with exit code {proc.returncode} "
-                         f"(log: {log})\n{detail}")
+        how = (f"was stopped by signal {-proc.returncode}" if proc.returncode < 0
+               else f"failed with exit code {proc.returncode}")
+        raise SynthError(f"{_TOOLS[tool]} {how} (log: {log})\n{detail}")
 
 
 @contextlib.contextmanager
@@ -689,11 +690,17 @@ def sum_results(results: list, target) -> dict:
     limits = tgt.limits.as_dict()
     fmaxes = [r["Fmax_MHz"] for r in results]
     known = [f for f in fmaxes if f is not None]
+    overflow = {res: [counts[res], limits[res]] for res in RESOURCES
+                if counts[res] > limits[res]}
     return {
         "units": [r["unit"] for r in results],
         **counts,
+        "LUT_source": ("nextpnr" if all(r.get("LUT_source") == "nextpnr" for r in results)
+                       else "mixed" if any(r.get("LUT_source") == "nextpnr" for r in results)
+                       else "yosys"),
         "utilisation": _utilisation(counts, tgt),
-        "fits": all(counts[res] <= limits[res] for res in RESOURCES),
+        "fits": not overflow,
+        "overflow": overflow,
         "Fmax_MHz": min(known) if known and len(known) == len(fmaxes) else None,
         "harness": {k: sum(r["harness"][k] for r in results) for k in ("FF", "LUT")},
     }
@@ -719,7 +726,8 @@ def format_results(summary: dict) -> str:
         cells = []
         for res in RESOURCES:
             width = {"LUT": 13, "FF": 13, "BRAM": 11, "SPRAM": 10, "DSP": 11}[res]
-            cells.append(f"{r[res]} {_pct(r['utilisation'][res])}".rjust(width))
+            mark = "≈" if res == "LUT" and r.get("LUT_source", "nextpnr") != "nextpnr" else ""
+            cells.append(f"{mark}{r[res]} {_pct(r['utilisation'][res])}".rjust(width))
         fmax = f"{r['Fmax_MHz']:.1f}" if r.get("Fmax_MHz") is not None else "–"
         notes = []
         if r.get("overflow"):
@@ -739,9 +747,13 @@ def format_results(summary: dict) -> str:
         lines.append(row("sum", summary["sum"]))
         lines.append("sum: resources of the separately synthesised units added up and the "
                      "slowest unit's Fmax; not a placed design")
-    harness_ff = sum(r["harness"]["FF"] for r in summary["units"].values())
+    if any(r.get("LUT_source", "nextpnr") != "nextpnr"
+           for r in [*summary["units"].values(), summary.get("sum") or {}]):
+        lines.append("≈ LUT: Yosys cell estimate (not placed); else placed logic cells")
+    ff = sum(r["harness"]["FF"] for r in summary["units"].values())
+    lut = sum(r["harness"]["LUT"] for r in summary["units"].values())
     lines.append(f"counts include the port registers of the out-of-context harness "
-                 f"(≈{harness_ff} FF in all)")
+                 f"(about {lut} LUT and {ff} FF in all)")
     return "\n".join(lines)
 
 

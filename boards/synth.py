@@ -107,6 +107,9 @@ _CELLS = {
     },
 }
 
+#: Version of the stored ``result.json``: results of another version are not reused.
+_RESULT_FORMAT = 2
+
 #: nextpnr bel types of the placed logic cells (the LUT count of a placed design).
 _PLACED_LUT = {"ice40": "ICESTORM_LC", "ecp5": "TRELLIS_COMB"}
 
@@ -561,7 +564,8 @@ def synthesise(target, unit: str = "lif", cfg=None, *, n_exc: int | None = None,
         # router2 routes large ECP5 designs about twice as fast as the default router1.
         pnr_args += ["--lpf-allow-unconstrained", "--router", "router2"]
     digest = hashlib.sha256(json.dumps(
-        [text, script, pnr_args, place, _tool_versions()]).encode()).hexdigest()
+        [_RESULT_FORMAT, text, script, pnr_args, place, _tool_versions()]).encode()
+    ).hexdigest()
 
     with _locked(folder):
         stored = folder / "result.json"

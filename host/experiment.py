@@ -184,7 +184,3 @@ def run(exp: Experiment, out: Path | None = None, progress: bool = True,
         training.save_checkpoint()
     return results
 
-
-def save_json(path, data):
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -41,6 +41,8 @@ _FLAGS = {  # learn_in, learn_ec, teacher
     "test": (False, False, False),
 }
 CHECKPOINT_VERSION = 1
+#: Learning-rate constants that the learning-rate register scales (both models).
+_ETA_FIELDS = ("eta_in", "eta_ec", "eta_in_dep", "eta_ec_dep")
 
 
 class CheckpointError(Exception):
@@ -395,11 +397,9 @@ class FloatModel(Model):
         steps = cfg.steps_present + cfg.steps_rest
         self._theta_keep = (1.0 - cfg.dt / cfg.tau_theta) ** steps
 
-    _ETA = ("eta_in", "eta_ec", "eta_in_dep", "eta_ec_dep")
-
     def _apply_eta(self, scale):
         base = float_kernel.params(self._cfg)
-        for name in self._ETA:
+        for name in _ETA_FIELDS:
             i = float_kernel.P_FIELDS.index(name)
             self._P[i] = base[i] * scale
 
@@ -456,7 +456,7 @@ class GoldenModel(Model):
         self._fresh = False
 
     def _apply_eta(self, scale):
-        for name in ("eta_in", "eta_ec", "eta_in_dep", "eta_ec_dep"):
+        for name in _ETA_FIELDS:
             self._K[K_INDEX[name]] = int(np.floor(getattr(self.const, name) * scale + 0.5))
 
     def _run(self, nsteps, nz_idx, nz_thr, label, input_on, flags, counts_e, counts_c):

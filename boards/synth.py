@@ -202,16 +202,8 @@ def _build_scaling(cfg):
 
 
 def _build_core(cfg):
-    import importlib
-    import importlib.util
-    name = __name__.rsplit(".", 2)[0] + ".hdl.core"
-    if importlib.util.find_spec(name) is None:
-        raise UnitUnavailable("the network core (hdl/core.py) does not exist yet; "
-                              "synthesise its units instead: --unit lif|synapse|encoder")
-    core = importlib.import_module(name)
-    if not hasattr(core, "NetworkCore"):
-        raise UnitUnavailable("hdl/core.py has no NetworkCore(cfg) component to synthesise")
-    return core.NetworkCore(cfg)
+    from ..hdl.core import NetworkCore
+    return NetworkCore(cfg)
 
 
 register_unit("lif", _build_lif, "LIF core, E/I population (N neurons, P pipelines)")

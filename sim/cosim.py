@@ -30,6 +30,7 @@ import hashlib
 import json
 import keyword
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -266,6 +267,22 @@ def _write_atomic(path: Path, text: str):
         raise
 
 
+_COMB_TRIGGER = re.compile(r"reg (\\\$auto\$verilog_backend\S+)\s+= 0;")
+
+
+def _trigger_comb_at_start(text: str) -> str:
+    """Make every ``always @*`` block of the Verilog backend run at time 0 in Icarus.
+
+    Each such block reads a dummy register so that simulators evaluate it once at start.
+    Initialised in its declaration, the register never *changes*, and Icarus then leaves
+    blocks whose other inputs hold their initial values unevaluated: their outputs stay X
+    until some input moves (an FSM's outputs in its reset state, for instance). An
+    ``initial`` assignment is a change from X and wakes them; Verilator is indifferent.
+    """
+    return _COMB_TRIGGER.sub(lambda m: f"reg {m.group(1)} ;\n  initial {m.group(1)} = 1'b0;",
+                             text)
+
+
 def export_verilog(component, name: str, *, root=None) -> VerilogDesign:
     """Convert an Amaranth component to Verilog in its build folder.
 
@@ -293,7 +310,7 @@ def export_verilog(component, name: str, *, root=None) -> VerilogDesign:
     name = _check_name(name)
     # Without source locations the text, and so the build folder, depends on the design
     # alone: an edit elsewhere in a file does not force a rebuild.
-    text = verilog.convert(component, name=name, emit_src=False)
+    text = _trigger_comb_at_start(verilog.convert(component, name=name, emit_src=False))
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     folder = Path(root if root is not None else build_root()).resolve() / f"{name}-{digest}"
     folder.mkdir(parents=True, exist_ok=True)

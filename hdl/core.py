@@ -32,6 +32,7 @@ from amaranth.lib.wiring import In, Out, connect, flipped
 from amaranth.utils import bits_for
 
 from ..firmware.config import NetworkConfig
+from ..firmware.protocol import AER_STEP_END
 from ..sim.fixed import derive
 from ..sim.rng import stream_seeds
 from . import lif, synapse
@@ -116,6 +117,12 @@ class NetworkCore(wiring.Component):
         ``label`` are latched with it (the golden model's phase flags).
     learn_in, learn_ec, teacher : ``In(1)``
     label : ``In(range(10))``
+    aer : ``In(1)``
+        Latched at ``start``: the input spikes come from ``events`` instead of the encoder,
+        and a ``PRESENT`` is one presentation (the host applies the re-presentation rule).
+    events : ``In(stream.Signature(unsigned(16)))``
+        AER mode: input-spike addresses of each input step in ascending order, each step
+        closed by ``AER_STEP_END``; other values ≥ 784 are dropped.
     busy, done : ``Out(1)``
         A command runs; it ended (one cycle).
     presentations, intensity : ``Out``
@@ -157,7 +164,7 @@ class NetworkCore(wiring.Component):
         self.acc_e = Accumulators(n, cfg.lanes, cfg.pipelines, self.lif_ei.acc_bits, B, n_in)
         self.acc_c = Accumulators(n_c, self.syn_ec.lanes, 1, self.lif_c.acc_bits, B, n)
         self.traces = InputTraces(cfg)
-        self.events = EventWords(int(stream_seeds(seed, cfg.encoder_lanes)["event"]))
+        self.event_words = EventWords(int(stream_seeds(seed, cfg.encoder_lanes)["event"]))
         for mem, w, shape in ((self.syn_in, w_in, (n_in, n)), (self.syn_ec, w_ec, (n, n_c))):
             if w is not None:
                 w = np.asarray(w)
@@ -177,6 +184,8 @@ class NetworkCore(wiring.Component):
             "learn_ec": In(1),
             "teacher": In(1),
             "label": In(range(max(n_c, 2))),
+            "aer": In(1),
+            "events": In(stream.Signature(unsigned(16))),
             "busy": Out(1),
             "done": Out(1),
             "presentations": Out(range(cfg.intensity_max + 2)),
@@ -221,15 +230,30 @@ class NetworkCore(wiring.Component):
         m = Module()
         cfg, k = self._cfg, self._k
         for name in ("encoder", "router", "lif_ei", "lif_c", "syn_in", "syn_ec", "scale_in",
-                     "scale_ec", "acc_e", "acc_c", "traces", "events"):
+                     "scale_ec", "acc_e", "acc_c", "traces", "event_words"):
             m.submodules[name] = getattr(self, name)
         enc, rt, ei, cl = self.encoder, self.router, self.lif_ei, self.lif_c
         si, se, sci, sce = self.syn_in, self.syn_ec, self.scale_in, self.scale_ec
-        ae, ac, tr, ev = self.acc_e, self.acc_c, self.traces, self.events
+        ae, ac, tr, ev = self.acc_e, self.acc_c, self.traces, self.event_words
 
         # ---------------------------------------------------------------- fixed wiring
         connect(m, flipped(self.pixels), enc.pixels)
-        connect(m, enc.spikes, rt.in_spikes)
+        # Input spikes come from the encoder, or in AER mode from the host's event stream.
+        ext_active = Signal()
+        ev_word = self.events.payload
+        with m.If(ext_active):
+            with m.If(self.events.valid):
+                with m.If(ev_word == AER_STEP_END):
+                    m.d.comb += self.events.ready.eq(1)
+                    m.d.sync += ext_active.eq(0)
+                with m.Elif(ev_word < cfg.n_input):
+                    m.d.comb += [rt.in_spikes.valid.eq(1), rt.in_spikes.payload.eq(ev_word),
+                                 self.events.ready.eq(rt.in_spikes.ready)]
+                with m.Else():
+                    # Not an input: dropped, so no address can leave the queue's range.
+                    m.d.comb += self.events.ready.eq(1)
+        with m.Else():
+            connect(m, enc.spikes, rt.in_spikes)
         connect(m, ei.spikes, rt.e_spikes)
         connect(m, cl.spikes, rt.c_spikes)
         connect(m, ae.out, ei.acc)
@@ -250,7 +274,7 @@ class NetworkCore(wiring.Component):
 
         # ---------------------------------------------------------------- sequencer state
         op = Signal(CoreOp)
-        l_in, l_ec, teach = Signal(), Signal(), Signal()
+        l_in, l_ec, teach, aer = Signal(), Signal(), Signal(), Signal()
         label = Signal.like(self.label)
         input_on, teacher_on = Signal(), Signal()
         resting = Signal()
@@ -273,7 +297,7 @@ class NetworkCore(wiring.Component):
                 with m.If(self.start):
                     m.d.sync += [op.eq(self.op), l_in.eq(self.learn_in),
                                  l_ec.eq(self.learn_ec), teach.eq(self.teacher),
-                                 label.eq(self.label)]
+                                 label.eq(self.label), aer.eq(self.aer)]
                     with m.Switch(self.op):
                         with m.Case(CoreOp.PRESENT):
                             m.d.sync += [presentations.eq(0),
@@ -415,13 +439,15 @@ class NetworkCore(wiring.Component):
                     rt.teacher_draw.eq(teacher_on),
                     ae.start.eq(1), ac.start.eq(1),
                     tr.start.eq(1), tr.op.eq(TraceOp.DECAY),
-                    enc.step.eq(input_on),
+                    enc.step.eq(input_on & ~aer),
                 ]
-                m.d.sync += [got.eq(Mux(input_on, 0, 8)), steps.eq(steps - 1)]
+                m.d.sync += [got.eq(Mux(input_on, 0, 8)), steps.eq(steps - 1),
+                             ext_active.eq(input_on & aer)]
                 m.next = "B_WAIT"
             with m.State("B_WAIT"):
+                input_done = Mux(aer, ~ext_active, enc.done)
                 seen = (got | Mux(ei.done, 1, 0) | Mux(cl.done, 2, 0) | Mux(tr.done, 4, 0)
-                        | Mux(enc.done, 8, 0))
+                        | Mux(input_done, 8, 0))
                 m.d.sync += got.eq(seen)
                 with m.If(seen == 15):
                     m.next = "B_SETTLE"
@@ -447,7 +473,8 @@ class NetworkCore(wiring.Component):
                 with m.If(ei.done):
                     m.next = "CHECK"
             with m.State("CHECK"):
-                with m.If((rt.e_total >= cfg.min_spikes) | (intensity >= cfg.intensity_max)):
+                with m.If(aer | (rt.e_total >= cfg.min_spikes) |
+                          (intensity >= cfg.intensity_max)):
                     m.next = "DONE"
                 with m.Else():
                     m.d.sync += intensity.eq(intensity + 1)

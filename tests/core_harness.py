@@ -8,11 +8,12 @@ from amaranth.sim import Simulator
 
 from symspike.hdl import lif
 from symspike.hdl.core import CoreOp, NetworkCore
+from symspike.sim.aer import AerEncoder
 from symspike.sim.network import _FLAGS, GoldenModel
 
 from stream_helpers import stream_put
 
-__all__ = ["present", "read_weights", "read_theta", "read_counts", "simulate_core"]
+__all__ = ["present", "present_aer", "read_weights", "read_theta", "read_counts", "simulate_core"]
 
 
 async def present(ctx, dut, image, label, phase, *, timeout=5_000_000):
@@ -37,6 +38,47 @@ async def present(ctx, dut, image, label, phase, *, timeout=5_000_000):
             raise TimeoutError(f"no done after {timeout} cycles")
     await ctx.tick()
     return cycles
+
+
+async def present_aer(ctx, dut, encoder, image, label, phase, *, timeout=5_000_000):
+    """The same as :func:`present` with the input spikes streamed as address events from a
+    host-side encoder (:class:`~symspike.sim.aer.AerEncoder`); the re-presentation rule is
+    applied here, as the host driver does. Returns ``(presentations, intensity)``."""
+    cfg = dut.cfg
+    learn_in, learn_ec, teacher = _FLAGS[phase]
+    intensity, presentations = cfg.intensity_init, 0
+    while True:
+        presentations += 1
+        events = encoder.presentation(image, intensity)
+        ctx.set(dut.op, CoreOp.PRESENT)
+        ctx.set(dut.learn_in, learn_in)
+        ctx.set(dut.learn_ec, learn_ec)
+        ctx.set(dut.teacher, teacher)
+        ctx.set(dut.label, max(label, 0))
+        ctx.set(dut.aer, 1)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        head, cycles = 0, 0
+        while True:
+            offer = head < len(events)
+            ctx.set(dut.events.valid, int(offer))
+            if offer:
+                ctx.set(dut.events.payload, int(events[head]))
+            took = offer and ctx.get(dut.events.ready)
+            done = ctx.get(dut.done)
+            await ctx.tick()
+            head += bool(took)
+            cycles += 1
+            if done:
+                break
+            if cycles > timeout:
+                raise TimeoutError(f"no done after {timeout} cycles")
+        ctx.set(dut.events.valid, 0)
+        assert head == len(events), f"the core took {head} of {len(events)} events"
+        if ctx.get(dut.e_total) >= cfg.min_spikes or intensity >= cfg.intensity_max:
+            return presentations, intensity
+        intensity += 1
 
 
 async def read_weights(ctx, dut, proj):
@@ -86,9 +128,10 @@ async def read_counts(ctx, dut):
     return ce, cc
 
 
-def simulate_core(cfg, seed, images, labels, phase, *, weights_every=None):
+def simulate_core(cfg, seed, images, labels, phase, *, aer=False):
     """Present ``images`` to the golden model and to the core; per image, both sides'
     ``(counts_e, counts_c, presentations, intensity)``; at the end, both sides' weights and θ.
+    With ``aer`` the input spikes are streamed from a host-side encoder (AER input mode).
     """
     golden = GoldenModel(cfg, seed)
     dut = NetworkCore(cfg, seed=seed, w_in=golden.w_in.copy(), w_ec=golden.w_ec.copy())
@@ -102,11 +145,15 @@ def simulate_core(cfg, seed, images, labels, phase, *, weights_every=None):
         golden.theta.copy()
 
     async def bench(ctx):
+        encoder = AerEncoder(cfg, seed)
         for img, lab in zip(images, labels):
-            cycles = await present(ctx, dut, img, int(lab), phase)
+            if aer:
+                pres, inten = await present_aer(ctx, dut, encoder, img, int(lab), phase)
+            else:
+                got.setdefault("cycles", []).append(await present(ctx, dut, img, int(lab), phase))
+                pres, inten = ctx.get(dut.presentations), ctx.get(dut.intensity)
             ce, cc = await read_counts(ctx, dut)
-            got["images"].append((ce, cc, ctx.get(dut.presentations), ctx.get(dut.intensity)))
-            got.setdefault("cycles", []).append(cycles)
+            got["images"].append((ce, cc, pres, inten))
         got["w_in"] = await read_weights(ctx, dut, 0)
         got["w_ec"] = await read_weights(ctx, dut, 1)
         got["theta"] = await read_theta(ctx, dut)

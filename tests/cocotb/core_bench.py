@@ -11,6 +11,8 @@ exported with the golden model's initial weights of the same seed. Run through
     Path of a JSON file written by ``tests/test_core.py``: the images, labels and phases, and
     for each image the golden model's E and C spike counts, presentations and final
     intensity; at the images listed in ``checks``, every weight of both projections and θ.
+``limit``
+    Present only the first ``limit`` images (0: all).
 
 For every image the bench streams the 784 pixels, starts a ``PRESENT`` with the phase's
 flags and waits for ``done`` (no Python in the loop meanwhile); then it reads the spike
@@ -164,7 +166,8 @@ async def core_matches_golden(dut):
     errors = []
     checks = {c["after"]: c for c in vec["checks"]}
     cycles = []
-    for k, (image, label, phase, want) in enumerate(zip(vec["images"], vec["labels"],
+    limit = p.get("limit") or len(vec["images"])
+    for k, (image, label, phase, want) in enumerate(zip(vec["images"][:limit], vec["labels"],
                                                         vec["phases"], vec["expected"])):
         await drv.load_image(image)
         t0 = cocotb.utils.get_sim_time("ns")

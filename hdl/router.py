@@ -28,7 +28,7 @@ memories send for each delivered spike into one accumulator per post-synaptic ne
 hands them, row by row and cleared, to the LIF core in phase B.
 """
 
-from amaranth.hdl import Array, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -196,9 +196,10 @@ class Accumulators(wiring.Component):
                 ]
                 if lg > lp:
                     m.d.sync += o_sel.eq(r[:lg - lp])
-                last = (r == self._orows - 1)
                 if lg > lp:
-                    last = last | (r[:lg - lp] == (1 << (lg - lp)) - 1)
+                    last = (r == self._orows - 1) | (r[:lg - lp] == (1 << (lg - lp)) - 1)
+                else:
+                    last = Const(1)     # P == L: every out-row is a whole memory row
                 with m.If(last):
                     m.d.sync += dirty.bit_select(mrow, 1).eq(0)
             with m.Else():

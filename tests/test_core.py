@@ -73,11 +73,14 @@ def test_aer_input_mode(mnist_small):
     _compare(got, want)
 
 
-@pytest.mark.parametrize("rule,rest", [("asym", "reset"), ("sym", "simulate")])
-def test_rule_and_rest_variants(mnist_small, rule, rest):
+@pytest.mark.parametrize("rule,rest,lanes,pipelines", [("asym", "reset", 2, 2),
+                                                       ("sym", "simulate", 8, 1)])
+def test_rule_and_rest_variants(mnist_small, rule, rest, lanes, pipelines):
+    """The asymmetric rule, the simulated rest, and lanes = pipelines (every drained row of
+    the accumulators is a whole memory row)."""
     x, y = mnist_small[0], mnist_small[1]
-    cfg = preset(8, lanes=8, pipelines=1, encoder_lanes=1, t_present=20.0, t_rest=5.0,
-                 intensity_max=4, rule=rule, rest=rest)
+    cfg = preset(8, lanes=lanes, pipelines=pipelines, encoder_lanes=1, t_present=20.0,
+                 t_rest=5.0, intensity_max=4, rule=rule, rest=rest)
     got, want = simulate_core(cfg, 5, x[2:3], y[2:3], "both")
     _compare(got, want)
 

@@ -136,8 +136,6 @@ class Reg(enum.IntEnum):
     EPOCH = 0x03
     #: Bit 0 busy (a presentation runs), bit 1 AER presentation open.
     STATUS = 0x04
-    #: Learning-rate scale, 8 fraction bits (256 = the configuration's η).
-    ETA_SCALE = 0x05
     #: Frames accepted (read-only).
     FRAMES = 0x06
     #: Retries answered from the stored reply (read-only).

@@ -1,0 +1,551 @@
+"""The chip: network core, packet engine, command executor, registers, UART and DMA stream.
+
+:class:`ChipTop` is what a bitstream and the virtual board hold. Requests arrive as frames of
+the host protocol (``firmware/protocol.py``) on the UART pins or on the PCIe stream pair
+(``h2c``/``c2h``, XDMA-style host-to-card and card-to-host byte streams); the
+:class:`~symspike.hdl.packet.PacketEngine` checks them and hands each good request to the
+:class:`CommandUnit`, which runs it on the :class:`~symspike.hdl.core.NetworkCore` and writes
+the answer. A frame's first ``SYNC`` byte decides which link it came from; its answer goes back
+on the same link.
+"""
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out, connect, flipped
+
+from ..firmware import protocol as P
+from ..firmware.config import NetworkConfig
+from . import lif
+from .core import CoreOp, NetworkCore
+from .packet import N_ERRORS, PacketEngine, RequestInfo, Response
+from .uart import UART
+
+__all__ = ["CommandUnit", "ChipTop", "id_block"]
+
+#: Payload bytes the command unit reads into registers before it dispatches.
+HDR_BYTES = 8
+
+
+def id_block(cfg: NetworkConfig, epoch: int = 0) -> bytes:
+    """The ID block of a chip built for ``cfg`` (``protocol.IdBlock``)."""
+    return P.IdBlock(P.MAGIC, P.VERSION, cfg.config_id, cfg.n_exc, cfg.lanes,
+                     cfg.pipelines, cfg.encoder_lanes, epoch).pack()
+
+
+class CommandUnit(wiring.Component):
+    """Executes checked requests on the network core and writes their answers.
+
+    Parameters
+    ----------
+    cfg : NetworkConfig
+
+    Members
+    -------
+    req, pl_addr, pl_data, rb_addr, rb_data, rb_we, rsp
+        The executor side of :class:`~symspike.hdl.packet.PacketEngine`.
+    frames, retries, errors
+        The engine's counters, readable as registers.
+    core
+        The network core's host ports (``start`` … ``e_total``), driven from here.
+    """
+
+    def __init__(self, cfg: NetworkConfig, core_signature):
+        self._cfg = cfg
+        members = {
+            "req": In(stream.Signature(RequestInfo())),
+            "pl_addr": Out(range(P.MAX_PAYLOAD)),
+            "pl_data": In(8),
+            "rb_addr": Out(range(P.MAX_PAYLOAD)),
+            "rb_data": Out(8),
+            "rb_we": Out(1),
+            "rsp": Out(stream.Signature(Response())),
+            "frames": In(32),
+            "retries": In(32),
+            "errors": In(data.ArrayLayout(unsigned(16), N_ERRORS)),
+            "core": Out(core_signature.flip()),
+        }
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        core = self.core
+        n, n_c, n_in = cfg.n_exc, cfg.n_classes, cfg.n_input
+        B = cfg.formats.weight_bits
+
+        typ = Signal(8)
+        length = Signal(range(P.MAX_PAYLOAD + 1))
+        hdr = Signal(8 * HDR_BYTES)
+        idx = Signal(range(P.MAX_PAYLOAD + 2))      # payload / item index
+        ro = Signal(range(P.MAX_PAYLOAD + 1))       # reply offset
+        code = Signal(8)
+        epoch = Signal(32)
+        presentations = Signal(32)
+        aer_open = Signal()
+        aer_intensity = Signal(8)
+        word = Signal(32)                           # value being emitted
+        nbytes = Signal(3)                          # its bytes left
+        item = Signal(range(max(n_in, n) + 1))      # row / neuron / column counter
+        limit = Signal(range(max(n_in, n) + 1))
+
+        def hbyte(k):
+            return hdr[8 * k:8 * k + 8]
+
+        def h16(k):
+            return hdr[8 * k:8 * k + 16]
+
+        flags = hbyte(0)
+        proj = hbyte(0)
+
+        def reply_byte(value):
+            m.d.comb += [self.rb_addr.eq(ro), self.rb_data.eq(value), self.rb_we.eq(1)]
+            m.d.sync += ro.eq(ro + 1)
+
+        def finish(nak_code=None):
+            m.d.sync += code.eq(0 if nak_code is None else int(nak_code))
+            m.next = "ANSWER" if nak_code is None else "NAK"
+
+        # Register file (read side).
+        reg_addr = h16(0)
+        reg_value = Signal(32)
+        reg_ok = Signal()
+        regs = {
+            P.Reg.MAGIC: P.MAGIC, P.Reg.VERSION: P.VERSION, P.Reg.CONFIG_ID: cfg.config_id,
+            P.Reg.EPOCH: epoch,
+            P.Reg.STATUS: Cat(core.busy, aer_open),
+            P.Reg.FRAMES: self.frames, P.Reg.RETRIES: self.retries,
+            P.Reg.PRESENTATIONS: presentations,
+        }
+        with m.Switch(reg_addr):
+            for addr, value in regs.items():
+                with m.Case(int(addr)):
+                    m.d.comb += [reg_value.eq(value), reg_ok.eq(1)]
+            for c in range(1, N_ERRORS):
+                with m.Case(int(P.Reg.ERRORS) + c):
+                    m.d.comb += [reg_value.eq(self.errors[c]), reg_ok.eq(1)]
+
+        ident = id_block(cfg)
+        rows = Mux(proj == 0, n_in, n)
+        cols = Mux(proj == 0, n, n_c)
+        phase_ok = flags < 8
+        teach = flags[2]
+        label_ok = ~teach | (hbyte(1) < n_c)
+
+        with m.FSM(name="cmd"):
+            with m.State("IDLE"):
+                m.d.comb += self.req.ready.eq(1)
+                with m.If(self.req.valid):
+                    m.d.sync += [typ.eq(self.req.payload.type), length.eq(self.req.payload.len),
+                                 idx.eq(0), ro.eq(0), hdr.eq(0)]
+                    m.next = "HDR"
+            with m.State("HDR"):
+                # Byte k is read at idx = k and arrives a cycle later.
+                m.d.comb += self.pl_addr.eq(idx)
+                m.d.sync += idx.eq(idx + 1)
+                with m.If((idx > 0) & (idx <= HDR_BYTES)):
+                    m.d.sync += hdr.eq(Cat(hdr[8:], self.pl_data))
+                with m.If(idx == HDR_BYTES):
+                    m.next = "DISPATCH"
+            with m.State("DISPATCH"):
+                m.d.sync += [idx.eq(0), item.eq(0)]
+                with m.Switch(typ):
+                    with m.Case(P.Type.IDENTIFY):
+                        m.next = "IDENTIFY"
+                    with m.Case(P.Type.READ_REG):
+                        with m.If(~reg_ok):
+                            finish(P.Error.ADDRESS)
+                        with m.Else():
+                            m.d.sync += [word.eq(reg_value), nbytes.eq(4)]
+                            m.next = "EMIT_LAST"
+                    with m.Case(P.Type.WRITE_REG):
+                        with m.If(reg_addr == int(P.Reg.EPOCH)):
+                            m.d.sync += epoch.eq(hdr[16:48])
+                            finish()
+                        with m.Else():
+                            finish(P.Error.ADDRESS)
+                    with m.Case(P.Type.PRESENT):
+                        with m.If(~phase_ok | ~label_ok):
+                            finish(P.Error.ARGUMENT)
+                        with m.Elif(core.busy):
+                            finish(P.Error.STATE)
+                        with m.Else():
+                            m.d.sync += idx.eq(2)
+                            m.next = "PIXELS"
+                    with m.Case(P.Type.AER_BEGIN):
+                        with m.If(~phase_ok | ~label_ok):
+                            finish(P.Error.ARGUMENT)
+                        with m.Elif(core.busy):
+                            finish(P.Error.STATE)
+                        with m.Else():
+                            m.d.comb += [core.start.eq(1), core.op.eq(CoreOp.PRESENT),
+                                         core.aer.eq(1)]
+                            m.d.sync += [aer_open.eq(1), aer_intensity.eq(hbyte(2)),
+                                         presentations.eq(presentations + 1)]
+                            finish()
+                    with m.Case(P.Type.AER):
+                        with m.If(~aer_open):
+                            finish(P.Error.STATE)
+                        with m.Else():
+                            m.next = "AER_CHECK"
+                    with m.Case(P.Type.RESULT):
+                        m.next = "RESULT_WAIT"
+                    with m.Case(P.Type.SCALE):
+                        with m.If(~phase_ok):
+                            finish(P.Error.ARGUMENT)
+                        with m.Elif(core.busy):
+                            finish(P.Error.STATE)
+                        with m.Else():
+                            m.d.comb += [core.start.eq(1), core.op.eq(CoreOp.SCALE)]
+                            m.next = "WAIT_CORE"
+                    with m.Case(P.Type.READ_ROW, P.Type.WRITE_ROW):
+                        with m.If((proj > 1) | (h16(1) >= rows)):
+                            finish(P.Error.ADDRESS)
+                        with m.Elif((typ == P.Type.WRITE_ROW) & (length != 3 + cols)):
+                            finish(P.Error.LENGTH)
+                        with m.Elif(core.busy):
+                            finish(P.Error.STATE)
+                        with m.Elif(typ == P.Type.READ_ROW):
+                            m.next = "ROW_REQ"
+                        with m.Else():
+                            m.d.sync += [idx.eq(3), limit.eq(cols)]
+                            m.next = "WROW"
+                    with m.Case(P.Type.READ_THETA):
+                        with m.If((h16(2) > 255) | (h16(0) + h16(2) > n)):
+                            finish(P.Error.ADDRESS)
+                        with m.Elif(core.busy):
+                            finish(P.Error.STATE)
+                        with m.Else():
+                            m.d.sync += [item.eq(h16(0)), limit.eq(h16(0) + h16(2))]
+                            m.next = "THETA_ADDR"
+                    with m.Case(P.Type.WRITE_THETA):
+                        count = (length - 2) >> 2
+                        with m.If(h16(0) + count > n):
+                            finish(P.Error.ADDRESS)
+                        with m.Elif(core.busy):
+                            finish(P.Error.STATE)
+                        with m.Else():
+                            m.d.sync += [item.eq(h16(0)), limit.eq(h16(0) + count),
+                                         idx.eq(2)]
+                            m.next = "WTHETA_READ"
+                    with m.Case(P.Type.READ_COUNTS):
+                        pop_n = Mux(hbyte(0) == 0, n, n_c)
+                        with m.If((hbyte(0) > 1) | (h16(3) > 255) |
+                                  (h16(1) + h16(3) > pop_n)):
+                            finish(P.Error.ADDRESS)
+                        with m.Else():
+                            m.d.sync += [item.eq(h16(1)), limit.eq(h16(1) + h16(3))]
+                            m.next = "COUNT_ADDR"
+                    with m.Default():
+                        # Known to the protocol but not built into this chip.
+                        finish(P.Error.TYPE)
+
+            # ---------------------------------------------------------------- IDENTIFY
+            with m.State("IDENTIFY"):
+                value = Array([Const(b, 8) for b in ident[:-4]] +
+                              [epoch[8 * k:8 * k + 8] for k in range(4)])[ro]
+                reply_byte(value)
+                with m.If(ro == len(ident) - 1):
+                    finish()
+
+            # ---------------------------------------------------------------- emit a word
+            with m.State("EMIT_LAST"):
+                reply_byte(word[:8])
+                m.d.sync += [word.eq(word >> 8), nbytes.eq(nbytes - 1)]
+                with m.If(nbytes == 1):
+                    finish()
+
+            # ---------------------------------------------------------------- PRESENT
+            with m.State("PIXELS"):
+                m.d.comb += self.pl_addr.eq(idx)
+                m.next = "PIXEL"
+            with m.State("PIXEL"):
+                m.d.comb += [core.pixels.valid.eq(1),
+                             core.pixels.payload.value.eq(self.pl_data),
+                             core.pixels.payload.first.eq(idx == 2),
+                             self.pl_addr.eq(idx)]
+                with m.If(core.pixels.ready):
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(idx == 2 + n_in - 1):
+                        m.next = "PRESENT_START"
+                    with m.Else():
+                        m.next = "PIXELS"
+            with m.State("PRESENT_START"):
+                m.d.comb += [core.start.eq(1), core.op.eq(CoreOp.PRESENT)]
+                m.d.sync += presentations.eq(presentations + 1)
+                m.next = "RESULT_WAIT"
+            with m.State("RESULT_WAIT"):
+                with m.If(~core.busy & ~core.start):
+                    m.d.sync += aer_open.eq(0)
+                    m.next = "RESULT"
+            with m.State("RESULT"):
+                with m.Switch(ro):
+                    with m.Case(0):
+                        reply_byte(core.presentations)
+                    with m.Case(1):
+                        reply_byte(Mux(aer_open | (typ == P.Type.RESULT),
+                                       aer_intensity, core.intensity))
+                    with m.Case(2):
+                        reply_byte(core.e_total[:8])
+                    with m.Case(3):
+                        reply_byte(core.e_total[8:16])
+                        m.d.sync += item.eq(0)
+                        m.next = "RESULT_COUNT"
+            with m.State("RESULT_COUNT"):
+                m.d.comb += core.c_count_addr.eq(item)
+                m.next = "RESULT_COUNT_LO"
+            with m.State("RESULT_COUNT_LO"):
+                m.d.comb += core.c_count_addr.eq(item)
+                reply_byte(core.c_count[:8])
+                m.next = "RESULT_COUNT_HI"
+            with m.State("RESULT_COUNT_HI"):
+                m.d.comb += core.c_count_addr.eq(item)
+                reply_byte(Cat(core.c_count, Const(0, 16))[8:16])
+                m.d.sync += item.eq(item + 1)
+                with m.If(item == n_c - 1):
+                    finish()
+                with m.Else():
+                    m.next = "RESULT_COUNT"
+
+            # ---------------------------------------------------------------- AER
+            with m.State("AER_CHECK"):
+                # Every word is checked before the first is used: a bad frame does nothing.
+                m.d.comb += self.pl_addr.eq(idx)
+                m.d.sync += idx.eq(idx + 1)
+                with m.If(idx[0]):
+                    w = Cat(word[:8], self.pl_data)
+                    with m.If((w >= n_in) & (w != P.AER_STEP_END)):
+                        finish(P.Error.ARGUMENT)
+                    with m.Elif(idx + 1 == length + 1):
+                        m.d.sync += idx.eq(0)
+                        m.next = "AER_READ"
+                with m.Elif(idx > 0):
+                    m.d.sync += word[:8].eq(self.pl_data)
+                with m.If(idx == length):
+                    # The last high byte arrives now.
+                    pass
+            with m.State("AER_READ"):
+                m.d.comb += self.pl_addr.eq(idx)
+                m.d.sync += idx.eq(idx + 1)
+                m.next = "AER_LO"
+            with m.State("AER_LO"):
+                m.d.comb += self.pl_addr.eq(idx)
+                m.d.sync += [word[:8].eq(self.pl_data), idx.eq(idx + 1)]
+                m.next = "AER_HI"
+            with m.State("AER_HI"):
+                m.d.sync += word[8:16].eq(self.pl_data)
+                m.next = "AER_PUSH"
+            with m.State("AER_PUSH"):
+                m.d.comb += [core.events.valid.eq(1), core.events.payload.eq(word[:16])]
+                with m.If(core.events.ready):
+                    with m.If(idx == length):
+                        finish()
+                    with m.Else():
+                        m.next = "AER_READ"
+
+            # ---------------------------------------------------------------- SCALE
+            with m.State("WAIT_CORE"):
+                with m.If(core.done):
+                    finish()
+
+            # ---------------------------------------------------------------- weights
+            with m.State("ROW_REQ"):
+                m.d.comb += [core.wreq.valid.eq(1), core.wreq.payload.write.eq(0),
+                             core.wreq.payload.proj.eq(proj[0]),
+                             core.wreq.payload.row.eq(h16(1))]
+                with m.If(core.wreq.ready):
+                    m.d.sync += item.eq(0)
+                    m.next = "ROW_BEAT"
+            lanes = core.wrow.payload.weights.shape().length
+            beat = Signal.like(core.wrow.payload)
+            with m.State("ROW_BEAT"):
+                m.d.comb += core.wrow.ready.eq(1)
+                with m.If(core.wrow.valid):
+                    m.d.sync += [beat.eq(core.wrow.payload), item.eq(0)]
+                    m.next = "ROW_BYTES"
+            with m.State("ROW_BYTES"):
+                lane = item[:max(1, (lanes - 1).bit_length())] if lanes > 1 else Const(0, 1)
+                with m.If(beat.mask.bit_select(lane, 1)):
+                    m.d.comb += [self.rb_addr.eq(beat.col + lane),
+                                 self.rb_data.eq(beat.weights[lane]), self.rb_we.eq(1)]
+                m.d.sync += item.eq(item + 1)
+                with m.If(item == lanes - 1):
+                    with m.If(beat.last):
+                        m.d.sync += ro.eq(cols)
+                        finish()
+                    with m.Else():
+                        m.next = "ROW_BEAT"
+            with m.State("WROW"):
+                m.d.comb += self.pl_addr.eq(idx)
+                m.next = "WROW_PUT"
+            with m.State("WROW_PUT"):
+                m.d.comb += [core.wreq.valid.eq(1), core.wreq.payload.write.eq(1),
+                             core.wreq.payload.proj.eq(proj[0]),
+                             core.wreq.payload.row.eq(h16(1)),
+                             core.wreq.payload.col.eq(idx - 3),
+                             core.wreq.payload.wdata.eq(self.pl_data[:B]),
+                             self.pl_addr.eq(idx)]
+                with m.If(core.wreq.ready):
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(idx + 1 == length):
+                        m.next = "WAIT_IDLE"
+                    with m.Else():
+                        m.next = "WROW"
+            with m.State("WAIT_IDLE"):
+                with m.If(~core.busy):
+                    finish()
+
+            # ---------------------------------------------------------------- θ
+            with m.State("THETA_ADDR"):
+                m.d.comb += [core.state.addr.eq(item), core.state.sel.eq(lif.Word.THETA)]
+                m.next = "THETA_DATA"
+            with m.State("THETA_DATA"):
+                m.d.comb += [core.state.addr.eq(item), core.state.sel.eq(lif.Word.THETA)]
+                m.d.sync += [word.eq(core.state.rdata), nbytes.eq(4)]
+                m.next = "THETA_EMIT"
+            with m.State("THETA_EMIT"):
+                reply_byte(word[:8])
+                m.d.sync += [word.eq(word >> 8), nbytes.eq(nbytes - 1)]
+                with m.If(nbytes == 1):
+                    m.d.sync += item.eq(item + 1)
+                    with m.If(item + 1 == limit):
+                        finish()
+                    with m.Else():
+                        m.next = "THETA_ADDR"
+            with m.State("WTHETA_READ"):
+                m.d.comb += self.pl_addr.eq(idx)
+                m.d.sync += [idx.eq(idx + 1), nbytes.eq(0)]
+                m.next = "WTHETA_BYTE"
+            with m.State("WTHETA_BYTE"):
+                m.d.comb += self.pl_addr.eq(idx)
+                m.d.sync += [word.eq(Cat(word[8:], self.pl_data)), nbytes.eq(nbytes + 1)]
+                with m.If(nbytes == 3):
+                    m.next = "WTHETA_WRITE"
+                with m.Else():
+                    m.d.sync += idx.eq(idx + 1)
+            with m.State("WTHETA_WRITE"):
+                m.d.comb += [core.state.addr.eq(item), core.state.sel.eq(lif.Word.THETA),
+                             core.state.we.eq(1), core.state.wdata.eq(word)]
+                m.d.sync += [item.eq(item + 1), idx.eq(idx + 1)]
+                with m.If(item + 1 == limit):
+                    finish()
+                with m.Else():
+                    m.next = "WTHETA_READ"
+
+            # ---------------------------------------------------------------- counts
+            with m.State("COUNT_ADDR"):
+                m.d.comb += [core.e_count_addr.eq(item), core.c_count_addr.eq(item)]
+                m.next = "COUNT_LO"
+            with m.State("COUNT_LO"):
+                cnt = Mux(hbyte(0) == 0, core.e_count, core.c_count)
+                m.d.sync += word.eq(cnt)
+                m.next = "COUNT_EMIT0"
+            with m.State("COUNT_EMIT0"):
+                reply_byte(word[:8])
+                m.next = "COUNT_EMIT1"
+            with m.State("COUNT_EMIT1"):
+                reply_byte(word[8:16])
+                m.d.sync += item.eq(item + 1)
+                with m.If(item + 1 == limit):
+                    finish()
+                with m.Else():
+                    m.next = "COUNT_ADDR"
+
+            # ---------------------------------------------------------------- answers
+            with m.State("ANSWER"):
+                m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.len.eq(ro)]
+                with m.If(self.rsp.ready):
+                    m.next = "IDLE"
+            with m.State("NAK"):
+                m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.nak.eq(1),
+                             self.rsp.payload.code.eq(code)]
+                with m.If(self.rsp.ready):
+                    m.next = "IDLE"
+
+        # The phase flags of every core command come from the request's first byte.
+        m.d.comb += [core.learn_in.eq(flags[0]), core.learn_ec.eq(flags[1]),
+                     core.teacher.eq(flags[2]), core.label.eq(hbyte(1))]
+        return m
+
+
+class ChipTop(wiring.Component):
+    """The whole chip (see the module documentation).
+
+    Parameters
+    ----------
+    cfg : NetworkConfig
+    seed : int
+        Run seed of the random streams.
+    divisor : int
+        UART clock cycles per bit.
+    w_in, w_ec : array, optional
+        Initial weight codes (as :class:`~symspike.hdl.core.NetworkCore`).
+
+    Members
+    -------
+    uart_rx : ``In(1)``, uart_tx : ``Out(1)``
+        The serial link.
+    h2c : ``In(stream.Signature(unsigned(8)))``, c2h : ``Out(stream.Signature(unsigned(8)))``
+        The DMA byte streams (host to card, card to host).
+    """
+
+    def __init__(self, cfg: NetworkConfig, *, seed: int = 0, divisor: int = 8, w_in=None,
+                 w_ec=None):
+        self._cfg = cfg
+        self._divisor = divisor
+        self.core = NetworkCore(cfg, seed=seed, w_in=w_in, w_ec=w_ec)
+        self.uart = UART(divisor)
+        self.engine = PacketEngine(timeout=P.FRAME_TIMEOUT_BITS * divisor)
+        self.commands = CommandUnit(cfg, self.core.signature)
+        super().__init__({
+            "uart_rx": In(1, init=1),
+            "uart_tx": Out(1, init=1),
+            "h2c": In(stream.Signature(unsigned(8))),
+            "c2h": Out(stream.Signature(unsigned(8))),
+        })
+
+    @property
+    def cfg(self) -> NetworkConfig:
+        return self._cfg
+
+    @property
+    def divisor(self) -> int:
+        return self._divisor
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.core = core = self.core
+        m.submodules.uart = uart = self.uart
+        m.submodules.engine = pe = self.engine
+        m.submodules.commands = cu = self.commands
+        m.d.comb += [uart.rx.eq(self.uart_rx), self.uart_tx.eq(uart.tx)]
+
+        # The link of a frame's first byte owns the frame and gets its answer.
+        from_dma = Signal()
+        in_frame = Signal()
+        with m.If(self.h2c.valid & ~uart.rx_stream.valid | from_dma & in_frame):
+            connect(m, flipped(self.h2c), pe.rx)
+            with m.If(pe.rx.valid & pe.rx.ready & ~in_frame):
+                m.d.sync += [from_dma.eq(1), in_frame.eq(pe.rx.payload == P.SYNC)]
+        with m.Else():
+            connect(m, uart.rx_stream, pe.rx)
+            with m.If(pe.rx.valid & pe.rx.ready & ~in_frame):
+                m.d.sync += [from_dma.eq(0), in_frame.eq(pe.rx.payload == P.SYNC)]
+        # A frame ends when its answer has gone out.
+        with m.If(pe.tx.valid & pe.tx.ready & (pe.tx.payload == P.SYNC)):
+            m.d.sync += in_frame.eq(0)
+        with m.If(from_dma):
+            connect(m, pe.tx, flipped(self.c2h))
+        with m.Else():
+            connect(m, pe.tx, uart.tx_stream)
+
+        for name in ("req", "rsp"):
+            pass
+        connect(m, pe.req, cu.req)
+        connect(m, cu.rsp, pe.rsp)
+        m.d.comb += [
+            pe.pl_addr.eq(cu.pl_addr), cu.pl_data.eq(pe.pl_data),
+            pe.rb_addr.eq(cu.rb_addr), pe.rb_data.eq(cu.rb_data), pe.rb_we.eq(cu.rb_we),
+            cu.frames.eq(pe.frames), cu.retries.eq(pe.retries), cu.errors.eq(pe.errors),
+        ]
+        connect(m, cu.core, core)
+        return m

@@ -14,6 +14,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out, connect, flipped
 
 from ..firmware import protocol as P
+from ..firmware.asm import PROGRAM_DEPTH
 from ..firmware.config import NetworkConfig
 from . import lif
 from .core import CoreOp, NetworkCore
@@ -63,6 +64,7 @@ class CommandUnit(wiring.Component):
             "retries": In(32),
             "errors": In(data.ArrayLayout(unsigned(16), N_ERRORS)),
             "core": Out(core_signature.flip()),
+            "idle": Out(1),
         }
         super().__init__(members)
 
@@ -81,8 +83,13 @@ class CommandUnit(wiring.Component):
         code = Signal(8)
         epoch = Signal(32)
         presentations = Signal(32)
-        aer_open = Signal()
+        aer_open = Signal()                         # AER steps still to come
+        aer_steps = Signal(range(cfg.steps_present + 1))
+        last_aer = Signal()                         # the last presentation was AER
+        core_present = Signal()                     # a PRESENT runs on the core
         aer_intensity = Signal(8)
+        ends = Signal(range(P.MAX_PAYLOAD))         # step ends in an AER frame
+        prev = Signal(17)                           # previous event of the step (+1)
         word = Signal(32)                           # value being emitted
         nbytes = Signal(3)                          # its bytes left
         item = Signal(range(max(n_in, n) + 1))      # row / neuron / column counter
@@ -112,7 +119,7 @@ class CommandUnit(wiring.Component):
         regs = {
             P.Reg.MAGIC: P.MAGIC, P.Reg.VERSION: P.VERSION, P.Reg.CONFIG_ID: cfg.config_id,
             P.Reg.EPOCH: epoch,
-            P.Reg.STATUS: Cat(core.busy, aer_open),
+            P.Reg.STATUS: Cat(core.busy | core_present, aer_open),
             P.Reg.FRAMES: self.frames, P.Reg.RETRIES: self.retries,
             P.Reg.PRESENTATIONS: presentations,
         }
@@ -124,6 +131,11 @@ class CommandUnit(wiring.Component):
                 with m.Case(int(P.Reg.ERRORS) + c):
                     m.d.comb += [reg_value.eq(self.errors[c]), reg_ok.eq(1)]
 
+        # Presentations, re-presentations included, counted when the core ends a PRESENT.
+        with m.If(core.done & core_present):
+            m.d.sync += [presentations.eq(presentations + core.presentations),
+                         core_present.eq(0)]
+
         ident = id_block(cfg)
         rows = Mux(proj == 0, n_in, n)
         cols = Mux(proj == 0, n, n_c)
@@ -131,7 +143,7 @@ class CommandUnit(wiring.Component):
         teach = flags[2]
         label_ok = ~teach | (hbyte(1) < n_c)
 
-        with m.FSM(name="cmd"):
+        with m.FSM(name="cmd") as fsm:
             with m.State("IDLE"):
                 m.d.comb += self.req.ready.eq(1)
                 with m.If(self.req.valid):
@@ -172,7 +184,7 @@ class CommandUnit(wiring.Component):
                             m.d.sync += idx.eq(2)
                             m.next = "PIXELS"
                     with m.Case(P.Type.AER_BEGIN):
-                        with m.If(~phase_ok | ~label_ok):
+                        with m.If(~phase_ok | ~label_ok | (hbyte(2) > cfg.intensity_max)):
                             finish(P.Error.ARGUMENT)
                         with m.Elif(core.busy):
                             finish(P.Error.STATE)
@@ -180,15 +192,21 @@ class CommandUnit(wiring.Component):
                             m.d.comb += [core.start.eq(1), core.op.eq(CoreOp.PRESENT),
                                          core.aer.eq(1)]
                             m.d.sync += [aer_open.eq(1), aer_intensity.eq(hbyte(2)),
-                                         presentations.eq(presentations + 1)]
+                                         aer_steps.eq(cfg.steps_present), last_aer.eq(1),
+                                         core_present.eq(1)]
                             finish()
                     with m.Case(P.Type.AER):
                         with m.If(~aer_open):
                             finish(P.Error.STATE)
                         with m.Else():
+                            m.d.sync += [ends.eq(0), prev.eq(0)]
                             m.next = "AER_CHECK"
                     with m.Case(P.Type.RESULT):
-                        m.next = "RESULT_WAIT"
+                        with m.If(aer_open):
+                            # The presentation still waits for events: it cannot end.
+                            finish(P.Error.STATE)
+                        with m.Else():
+                            m.next = "RESULT_WAIT"
                     with m.Case(P.Type.SCALE):
                         with m.If(~phase_ok):
                             finish(P.Error.ARGUMENT)
@@ -210,7 +228,9 @@ class CommandUnit(wiring.Component):
                             m.d.sync += [idx.eq(3), limit.eq(cols)]
                             m.next = "WROW"
                     with m.Case(P.Type.READ_THETA):
-                        with m.If((h16(2) > 255) | (h16(0) + h16(2) > n)):
+                        with m.If(h16(2) == 0):
+                            finish(P.Error.ARGUMENT)
+                        with m.Elif((h16(2) > 255) | (h16(0) + h16(2) > n)):
                             finish(P.Error.ADDRESS)
                         with m.Elif(core.busy):
                             finish(P.Error.STATE)
@@ -225,18 +245,28 @@ class CommandUnit(wiring.Component):
                             finish(P.Error.STATE)
                         with m.Else():
                             m.d.sync += [item.eq(h16(0)), limit.eq(h16(0) + count),
-                                         idx.eq(2)]
-                            m.next = "WTHETA_READ"
+                                         idx.eq(5)]
+                            m.next = "WTHETA_CHECK"
                     with m.Case(P.Type.READ_COUNTS):
                         pop_n = Mux(hbyte(0) == 0, n, n_c)
-                        with m.If((hbyte(0) > 1) | (h16(3) > 255) |
-                                  (h16(1) + h16(3) > pop_n)):
+                        with m.If(h16(3) == 0):
+                            finish(P.Error.ARGUMENT)
+                        with m.Elif((hbyte(0) > 1) | (h16(3) > 255) |
+                                    (h16(1) + h16(3) > pop_n)):
                             finish(P.Error.ADDRESS)
                         with m.Else():
                             m.d.sync += [item.eq(h16(1)), limit.eq(h16(1) + h16(3))]
                             m.next = "COUNT_ADDR"
+                    with m.Case(P.Type.LOAD_PROGRAM):
+                        count = (length - 1) >> 1
+                        with m.If(hbyte(0) + count > PROGRAM_DEPTH):
+                            finish(P.Error.ADDRESS)
+                        with m.Elif(core.busy):
+                            finish(P.Error.STATE)
+                        with m.Else():
+                            m.d.sync += [item.eq(hbyte(0)), idx.eq(1)]
+                            m.next = "PROG_READ"
                     with m.Default():
-                        # Known to the protocol but not built into this chip.
                         finish(P.Error.TYPE)
 
             # ---------------------------------------------------------------- IDENTIFY
@@ -271,19 +301,17 @@ class CommandUnit(wiring.Component):
                         m.next = "PIXELS"
             with m.State("PRESENT_START"):
                 m.d.comb += [core.start.eq(1), core.op.eq(CoreOp.PRESENT)]
-                m.d.sync += presentations.eq(presentations + 1)
+                m.d.sync += [last_aer.eq(0), core_present.eq(1)]
                 m.next = "RESULT_WAIT"
             with m.State("RESULT_WAIT"):
-                with m.If(~core.busy & ~core.start):
-                    m.d.sync += aer_open.eq(0)
+                with m.If(~core.busy & ~core.start & ~core_present):
                     m.next = "RESULT"
             with m.State("RESULT"):
                 with m.Switch(ro):
                     with m.Case(0):
                         reply_byte(core.presentations)
                     with m.Case(1):
-                        reply_byte(Mux(aer_open | (typ == P.Type.RESULT),
-                                       aer_intensity, core.intensity))
+                        reply_byte(Mux(last_aer, aer_intensity, core.intensity))
                     with m.Case(2):
                         reply_byte(core.e_total[:8])
                     with m.Case(3):
@@ -308,21 +336,29 @@ class CommandUnit(wiring.Component):
 
             # ---------------------------------------------------------------- AER
             with m.State("AER_CHECK"):
-                # Every word is checked before the first is used: a bad frame does nothing.
+                # Every word is checked before the first is used, so a bad frame does
+                # nothing: addresses are inputs, strictly ascending within a step, and no
+                # event or step end goes beyond the presentation's last step. Byte
+                # ``idx − 1`` arrives now: low bytes at odd ``idx``, high bytes at even.
                 m.d.comb += self.pl_addr.eq(idx)
                 m.d.sync += idx.eq(idx + 1)
                 with m.If(idx[0]):
-                    w = Cat(word[:8], self.pl_data)
-                    with m.If((w >= n_in) & (w != P.AER_STEP_END)):
-                        finish(P.Error.ARGUMENT)
-                    with m.Elif(idx + 1 == length + 1):
-                        m.d.sync += idx.eq(0)
-                        m.next = "AER_READ"
-                with m.Elif(idx > 0):
                     m.d.sync += word[:8].eq(self.pl_data)
-                with m.If(idx == length):
-                    # The last high byte arrives now.
-                    pass
+                with m.Elif(idx > 0):
+                    w = Cat(word[:8], self.pl_data)
+                    is_end = w == P.AER_STEP_END
+                    bad = Mux(is_end, ends + 1 > aer_steps,
+                              (w >= n_in) | (w < prev) | (ends >= aer_steps))
+                    with m.If(bad):
+                        finish(P.Error.ARGUMENT)
+                    with m.Else():
+                        new_ends = ends + is_end
+                        m.d.sync += [ends.eq(new_ends), prev.eq(Mux(is_end, 0, w + 1))]
+                        with m.If(idx == length):
+                            m.d.sync += [aer_steps.eq(aer_steps - new_ends), idx.eq(0)]
+                            with m.If(aer_steps == new_ends):
+                                m.d.sync += aer_open.eq(0)
+                            m.next = "AER_READ"
             with m.State("AER_READ"):
                 m.d.comb += self.pl_addr.eq(idx)
                 m.d.sync += idx.eq(idx + 1)
@@ -411,6 +447,20 @@ class CommandUnit(wiring.Component):
                         finish()
                     with m.Else():
                         m.next = "THETA_ADDR"
+            with m.State("WTHETA_CHECK"):
+                # θ words above θ's width are refused before any is written.
+                m.d.comb += self.pl_addr.eq(idx)
+                m.next = "WTHETA_CHECK_BYTE"
+            with m.State("WTHETA_CHECK_BYTE"):
+                m.d.comb += self.pl_addr.eq(idx)
+                with m.If(self.pl_data >= (1 << max(0, cfg.formats.theta_bits - 24))):
+                    finish(P.Error.ARGUMENT)
+                with m.Elif(idx + 4 >= length):
+                    m.d.sync += idx.eq(2)
+                    m.next = "WTHETA_READ"
+                with m.Else():
+                    m.d.sync += idx.eq(idx + 4)
+                    m.next = "WTHETA_CHECK"
             with m.State("WTHETA_READ"):
                 m.d.comb += self.pl_addr.eq(idx)
                 m.d.sync += [idx.eq(idx + 1), nbytes.eq(0)]
@@ -430,6 +480,25 @@ class CommandUnit(wiring.Component):
                     finish()
                 with m.Else():
                     m.next = "WTHETA_READ"
+
+            # ---------------------------------------------------------------- program
+            with m.State("PROG_READ"):
+                m.d.comb += self.pl_addr.eq(idx)
+                m.d.sync += idx.eq(idx + 1)
+                m.next = "PROG_LO"
+            with m.State("PROG_LO"):
+                m.d.comb += self.pl_addr.eq(idx)
+                m.d.sync += [word[:8].eq(self.pl_data), idx.eq(idx + 1)]
+                m.next = "PROG_HI"
+            with m.State("PROG_HI"):
+                m.d.comb += [core.prog_addr.eq(item), core.prog_data.eq(Cat(word[:8],
+                                                                             self.pl_data)),
+                             core.prog_we.eq(1)]
+                m.d.sync += item.eq(item + 1)
+                with m.If(idx == length):
+                    finish()
+                with m.Else():
+                    m.next = "PROG_READ"
 
             # ---------------------------------------------------------------- counts
             with m.State("COUNT_ADDR"):
@@ -461,10 +530,19 @@ class CommandUnit(wiring.Component):
                 with m.If(self.rsp.ready):
                     m.next = "IDLE"
 
+        m.d.comb += self.idle.eq(fsm.ongoing("IDLE") & ~core_present)
         # The phase flags of every core command come from the request's first byte.
         m.d.comb += [core.learn_in.eq(flags[0]), core.learn_ec.eq(flags[1]),
                      core.teacher.eq(flags[2]), core.label.eq(hbyte(1))]
         return m
+
+
+class DmaByte(data.StructLayout):
+    """A byte of the card-to-host stream; ``last`` ends an answer frame (the DMA engine's
+    end of packet, which ends the host's read)."""
+
+    def __init__(self):
+        super().__init__({"data": unsigned(8), "last": unsigned(1)})
 
 
 class ChipTop(wiring.Component):
@@ -484,8 +562,11 @@ class ChipTop(wiring.Component):
     -------
     uart_rx : ``In(1)``, uart_tx : ``Out(1)``
         The serial link.
-    h2c : ``In(stream.Signature(unsigned(8)))``, c2h : ``Out(stream.Signature(unsigned(8)))``
+    h2c : ``In(stream.Signature(unsigned(8)))``, c2h : ``Out(stream.Signature(DmaByte()))``
         The DMA byte streams (host to card, card to host).
+    idle : ``Out(1)``
+        Nothing to do until the next byte arrives: no frame half received, no command, no
+        answer being sent, the core idle (a simulator may stop the clock meanwhile).
     """
 
     def __init__(self, cfg: NetworkConfig, *, seed: int = 0, divisor: int = 8, w_in=None,
@@ -500,7 +581,8 @@ class ChipTop(wiring.Component):
             "uart_rx": In(1, init=1),
             "uart_tx": Out(1, init=1),
             "h2c": In(stream.Signature(unsigned(8))),
-            "c2h": Out(stream.Signature(unsigned(8))),
+            "c2h": Out(stream.Signature(DmaByte())),
+            "idle": Out(1),
         })
 
     @property
@@ -534,12 +616,11 @@ class ChipTop(wiring.Component):
         with m.If(pe.tx.valid & pe.tx.ready & (pe.tx.payload == P.SYNC)):
             m.d.sync += in_frame.eq(0)
         with m.If(from_dma):
-            connect(m, pe.tx, flipped(self.c2h))
+            m.d.comb += [self.c2h.valid.eq(pe.tx.valid), self.c2h.payload.data.eq(pe.tx.payload),
+                         self.c2h.payload.last.eq(pe.tx_last), pe.tx.ready.eq(self.c2h.ready)]
         with m.Else():
             connect(m, pe.tx, uart.tx_stream)
 
-        for name in ("req", "rsp"):
-            pass
         connect(m, pe.req, cu.req)
         connect(m, cu.rsp, pe.rsp)
         m.d.comb += [
@@ -548,4 +629,5 @@ class ChipTop(wiring.Component):
             cu.frames.eq(pe.frames), cu.retries.eq(pe.retries), cu.errors.eq(pe.errors),
         ]
         connect(m, cu.core, core)
+        m.d.comb += self.idle.eq(pe.idle & cu.idle & ~core.busy & ~uart.tx_stream.valid)
         return m

@@ -28,10 +28,12 @@ core's state port; spike counts through the router's counters.
 import numpy as np
 from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect, flipped
 from amaranth.utils import bits_for
 
 from ..firmware.config import NetworkConfig
+from ..firmware.asm import ARG_BITS, PROGRAM_DEPTH, Opcode, default_program
 from ..firmware.protocol import AER_STEP_END
 from ..sim.fixed import derive
 from ..sim.rng import stream_seeds
@@ -107,8 +109,9 @@ class NetworkCore(wiring.Component):
         Run seed: the encoder, teacher and event generators start from its streams
         (:func:`~symspike.sim.rng.stream_seeds`), as the golden model's do.
     w_in, w_ec : array of int, optional
-        Initial weight codes, ``(784, N)`` and ``(N, 10)`` (e.g. ``GoldenModel(cfg,
-        seed).w_in``); zero if omitted. The host can also write them.
+        Initial weight codes, ``(784, N)`` and ``(N, 10)``; by default the golden model's
+        initial draw for ``seed`` (``GoldenModel(cfg, seed).w_in``). The host can also
+        write them.
 
     Members
     -------
@@ -123,6 +126,10 @@ class NetworkCore(wiring.Component):
     events : ``In(stream.Signature(unsigned(16)))``
         AER mode: input-spike addresses of each input step in ascending order, each step
         closed by ``AER_STEP_END``; other values ≥ 784 are dropped.
+    wants_events : ``Out(1)``
+        AER mode: the core waits for the events of the current step.
+    prog_addr, prog_data, prog_we : ``In``
+        Write port of the sequencer's program memory (``firmware/asm.py``; while idle).
     busy, done : ``Out(1)``
         A command runs; it ended (one cycle).
     presentations, intensity : ``Out``
@@ -165,6 +172,12 @@ class NetworkCore(wiring.Component):
         self.acc_c = Accumulators(n_c, self.syn_ec.lanes, 1, self.lif_c.acc_bits, B, n)
         self.traces = InputTraces(cfg)
         self.event_words = EventWords(int(stream_seeds(seed, cfg.encoder_lanes)["event"]))
+        if w_in is None or w_ec is None:
+            # The run seed's initial draw, as the golden model of the same seed starts.
+            from ..sim.network import GoldenModel
+            init = GoldenModel(cfg, seed)
+            w_in = init.w_in if w_in is None else w_in
+            w_ec = init.w_ec if w_ec is None else w_ec
         for mem, w, shape in ((self.syn_in, w_in, (n_in, n)), (self.syn_ec, w_ec, (n, n_c))):
             if w is not None:
                 w = np.asarray(w)
@@ -176,6 +189,8 @@ class NetworkCore(wiring.Component):
                     raise ValueError(f"initial weight codes must lie in 0…{self._k.w_max}")
                 self._load(mem, w)
 
+        self.program = Memory(shape=16, depth=PROGRAM_DEPTH, init=default_program(cfg))
+        _silence(self.program)
         self._count_bits = self.router.count_bits
         super().__init__({
             "start": In(1),
@@ -186,6 +201,10 @@ class NetworkCore(wiring.Component):
             "label": In(range(max(n_c, 2))),
             "aer": In(1),
             "events": In(stream.Signature(unsigned(16))),
+            "wants_events": Out(1),
+            "prog_addr": In(range(PROGRAM_DEPTH)),
+            "prog_data": In(16),
+            "prog_we": In(1),
             "busy": Out(1),
             "done": Out(1),
             "presentations": Out(range(cfg.intensity_max + 2)),
@@ -240,6 +259,7 @@ class NetworkCore(wiring.Component):
         connect(m, flipped(self.pixels), enc.pixels)
         # Input spikes come from the encoder, or in AER mode from the host's event stream.
         ext_active = Signal()
+        m.d.comb += self.wants_events.eq(ext_active)
         ev_word = self.events.payload
         with m.If(ext_active):
             with m.If(self.events.valid):
@@ -276,13 +296,23 @@ class NetworkCore(wiring.Component):
         op = Signal(CoreOp)
         l_in, l_ec, teach, aer = Signal(), Signal(), Signal(), Signal()
         label = Signal.like(self.label)
-        input_on, teacher_on = Signal(), Signal()
-        resting = Signal()
-        steps = Signal(range(max(cfg.steps_present, cfg.steps_rest, 1) + 1))
+        input_on, teacher_on, count_on = Signal(), Signal(), Signal()
+        in_prog = Signal()                  # the command runs the program
+        pc = Signal(range(PROGRAM_DEPTH))
+        instr = Signal(16)
+        arg = instr[:ARG_BITS]
+        min_spikes = Signal(ARG_BITS)
+        max_intensity = Signal(ARG_BITS)
+        steps = Signal(ARG_BITS)
         col_done = Signal()                 # A2: the column event of this E spike is issued
         got = Signal(4)                     # B: done pulses seen (E/I, C, traces, encoder)
         intensity = self.intensity
         presentations = self.presentations
+        m.submodules.program = self.program
+        prog_r = self.program.read_port(transparent_for=())
+        prog_w = self.program.write_port()
+        m.d.comb += [prog_r.addr.eq(pc), prog_w.addr.eq(self.prog_addr),
+                     prog_w.data.eq(self.prog_data), prog_w.en.eq(self.prog_we & ~self.busy)]
 
         # Owners of the synapse memories' request ports and acc streams.
         own_seq, own_sci, own_sce, own_host = Signal(), Signal(), Signal(), Signal()
@@ -300,13 +330,70 @@ class NetworkCore(wiring.Component):
                                  label.eq(self.label), aer.eq(self.aer)]
                     with m.Switch(self.op):
                         with m.Case(CoreOp.PRESENT):
-                            m.d.sync += [presentations.eq(0),
+                            m.d.sync += [presentations.eq(0), in_prog.eq(1), pc.eq(0),
                                          intensity.eq(cfg.intensity_init)]
-                            m.next = "SCALE_IN"
+                            m.next = "FETCH"
                         with m.Case(CoreOp.SCALE):
+                            m.d.sync += in_prog.eq(0)
                             m.next = "SCALE_IN"
                         with m.Default():
+                            m.d.sync += in_prog.eq(0)
                             m.next = "RESET"
+
+            # ------------------------------------------------------------ the program
+            with m.State("FETCH"):
+                m.next = "DECODE"
+            with m.State("DECODE"):
+                m.d.sync += [instr.eq(prog_r.data), pc.eq(pc + 1)]
+                m.next = "EXECUTE"
+            with m.State("EXECUTE"):
+                with m.Switch(instr[ARG_BITS:]):
+                    with m.Case(Opcode.HALT):
+                        m.next = "DONE"
+                    with m.Case(Opcode.SCALE):
+                        m.next = "SCALE_IN"
+                    with m.Case(Opcode.RESET):
+                        m.next = "RESET"
+                    with m.Case(Opcode.CLEAR):
+                        m.d.comb += rt.clear.eq(1)
+                        m.d.sync += presentations.eq(presentations + 1)
+                        m.next = "CLEAR_WAIT"
+                    with m.Case(Opcode.STEPS):
+                        m.d.sync += steps.eq(arg)
+                        with m.If(arg == 0):
+                            m.next = "FETCH"
+                        with m.Else():
+                            m.next = "A1"
+                    with m.Case(Opcode.FLAGS):
+                        m.d.sync += [input_on.eq(arg[0]), teacher_on.eq(arg[1] & teach),
+                                     count_on.eq(arg[2])]
+                        m.next = "FETCH"
+                    with m.Case(Opcode.THETA):
+                        m.next = "THETA"
+                    with m.Case(Opcode.INTENSITY):
+                        m.d.sync += intensity.eq(arg)
+                        m.next = "FETCH"
+                    with m.Case(Opcode.INC):
+                        m.d.sync += intensity.eq(intensity + 1)
+                        m.next = "FETCH"
+                    with m.Case(Opcode.MINSPK):
+                        m.d.sync += min_spikes.eq(arg)
+                        m.next = "FETCH"
+                    with m.Case(Opcode.MAXINT):
+                        m.d.sync += max_intensity.eq(arg)
+                        m.next = "FETCH"
+                    for opc, cond in ((Opcode.JSPIKES, rt.e_total >= min_spikes),
+                                      (Opcode.JINT, intensity >= max_intensity),
+                                      (Opcode.JMP, 1), (Opcode.JAER, aer)):
+                        with m.Case(opc):
+                            with m.If(cond):
+                                m.d.sync += pc.eq(arg)
+                            m.next = "FETCH"
+                    with m.Default():
+                        m.next = "DONE"
+            with m.State("CLEAR_WAIT"):
+                with m.If(~rt.busy):
+                    m.next = "FETCH"
             with m.State("SCALE_IN"):
                 m.d.comb += own_sci.eq(1)
                 with m.If(l_in):
@@ -330,11 +417,7 @@ class NetworkCore(wiring.Component):
                 with m.If(sce.done):
                     m.next = "SCALED"
             with m.State("SCALED"):
-                with m.If(op == CoreOp.SCALE):
-                    m.next = "DONE"
-                with m.Else():
-                    # rest = "simulate" keeps the state; its rest steps follow the input steps.
-                    m.next = "RESET" if cfg.rest == "reset" else "BEGIN"
+                m.next = "RETURN"
             with m.State("RESET"):
                 m.d.comb += [ei.start.eq(1), ei.op.eq(lif.Op.RESET),
                              cl.start.eq(1), cl.op.eq(lif.Op.RESET),
@@ -345,19 +428,13 @@ class NetworkCore(wiring.Component):
                 seen = got | Mux(ei.done, 1, 0) | Mux(cl.done, 2, 0) | Mux(tr.done, 4, 0)
                 m.d.sync += got.eq(seen)
                 with m.If((seen[:3] == 7) & ~rt.busy):
-                    with m.If(op == CoreOp.RESET):
-                        m.next = "DONE"
-                    with m.Else():
-                        m.next = "BEGIN"
-            with m.State("BEGIN"):
-                m.d.comb += rt.clear.eq(1)
-                m.d.sync += [steps.eq(cfg.steps_present), input_on.eq(1),
-                             teacher_on.eq(teach), resting.eq(0),
-                             presentations.eq(presentations + 1)]
-                m.next = "BEGIN_WAIT"
-            with m.State("BEGIN_WAIT"):
-                with m.If(~rt.busy):
-                    m.next = "A1"
+                    m.next = "RETURN"
+            with m.State("RETURN"):
+                # The end of a sub-sequence: back to the program, or the command is done.
+                with m.If(in_prog):
+                    m.next = "FETCH"
+                with m.Else():
+                    m.next = "DONE"
 
             # ------------------------------------------------------------ phase A
             with m.State("A1"):
@@ -455,12 +532,8 @@ class NetworkCore(wiring.Component):
                 # The queues' levels show the last spikes of phase B from this cycle on.
                 with m.If(steps != 0):
                     m.next = "A1"
-                with m.Elif(~resting & (cfg.rest == "simulate" and cfg.steps_rest > 0)):
-                    m.d.sync += [steps.eq(cfg.steps_rest), input_on.eq(0),
-                                 teacher_on.eq(0), resting.eq(1)]
-                    m.next = "A1"
                 with m.Else():
-                    m.next = "THETA"
+                    m.next = "FETCH"
 
             # ------------------------------------------------------------ presentation end
             with m.State("THETA"):
@@ -468,23 +541,16 @@ class NetworkCore(wiring.Component):
                     m.d.comb += [ei.start.eq(1), ei.op.eq(lif.Op.DECAY_THETA)]
                     m.next = "THETA_WAIT"
                 with m.Else():
-                    m.next = "CHECK"
+                    m.next = "FETCH"
             with m.State("THETA_WAIT"):
                 with m.If(ei.done):
-                    m.next = "CHECK"
-            with m.State("CHECK"):
-                with m.If(aer | (rt.e_total >= cfg.min_spikes) |
-                          (intensity >= cfg.intensity_max)):
-                    m.next = "DONE"
-                with m.Else():
-                    m.d.sync += intensity.eq(intensity + 1)
-                    m.next = "SCALE_IN"
+                    m.next = "FETCH"
             with m.State("DONE"):
                 m.d.comb += self.done.eq(1)
                 m.next = "IDLE"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
 
-        m.d.comb += rt.count.eq(input_on & ~resting)
+        m.d.comb += rt.count.eq(count_on)
 
         # ---------------------------------------------------------------- shared ports
         # Scaling units own their memory's request port while they run.

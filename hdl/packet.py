@@ -16,7 +16,7 @@ line falls quiet; a frame that stops half-way is answered by NAK ``TRUNCATED`` a
 which bytes are discarded until the line is quiet.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -29,13 +29,38 @@ __all__ = ["crc16_step", "RequestInfo", "Response", "PacketEngine"]
 N_ERRORS = max(int(e) for e in P.Error) + 1
 
 
-def crc16_step(crc, byte):
-    """CRC-16/CCITT-FALSE after one more ``byte``: eight shift-XOR steps, unrolled (a pure
-    XOR network, one byte per cycle)."""
-    c = crc ^ (byte << 8)
+def _crc16_matrix():
+    # The CRC step is linear over GF(2): each bit of the next CRC is the XOR of some bits of
+    # the current CRC (0–15) and of the byte (16–23). Run the bitwise algorithm on sets of
+    # those input bits, XOR being the symmetric difference.
+    c = [{k} for k in range(16)]
+    for k in range(8):
+        c[8 + k] = c[8 + k] ^ {16 + k}
     for _ in range(8):
-        c = Mux(c[15], (c << 1)[:16] ^ 0x1021, (c << 1)[:16])
-    return c[:16]
+        top = c[15]
+        c = [set()] + c[:15]
+        for k in range(16):
+            if 0x1021 >> k & 1:
+                c[k] = c[k] ^ top
+    return [sorted(bits) for bits in c]
+
+
+_CRC16_TAPS = _crc16_matrix()
+
+
+def crc16_step(crc, byte):
+    """CRC-16/CCITT-FALSE after one more ``byte``, as one XOR per output bit (the step is
+    linear, so one byte per cycle costs a few LUT levels; an unrolled bitwise loop would
+    repeat its subexpressions at every bit)."""
+    # A narrower byte is zero-extended by the padding.
+    inputs = Cat(Value.cast(crc)[:16], Value.cast(byte)[:8], Const(0, 8))
+    out = []
+    for taps in _CRC16_TAPS:
+        bit = Const(0, 1)
+        for t in taps:
+            bit = bit ^ inputs[t]
+        out.append(bit)
+    return Cat(*out)
 
 
 class RequestInfo(data.StructLayout):
@@ -90,6 +115,8 @@ class PacketEngine(wiring.Component):
         Bytes from the link.
     tx : ``Out(stream.Signature(unsigned(8)))``
         Bytes to the link.
+    tx_last : ``Out(1)``
+        With ``tx``: the last byte of a frame (a DMA engine ends its packet there).
     req : ``Out(stream.Signature(RequestInfo()))``
         A checked request for the executor; taken when the executor starts it.
     pl_addr : ``In(range(MAX_PAYLOAD))``, pl_data : ``Out(8)``
@@ -98,6 +125,8 @@ class PacketEngine(wiring.Component):
         Writes of the reply payload.
     rsp : ``In(stream.Signature(Response()))``
         The executor's answer to the request it took.
+    idle : ``Out(1)``
+        Between frames, nothing pending or being sent (time may stand still).
     frames, retries : ``Out(32)``
         Requests executed; retries answered from the stored reply.
     errors : ``Out(ArrayLayout(16, N_ERRORS))``
@@ -111,6 +140,7 @@ class PacketEngine(wiring.Component):
         super().__init__({
             "rx": In(stream.Signature(unsigned(8))),
             "tx": Out(stream.Signature(unsigned(8))),
+            "tx_last": Out(1),
             "req": Out(stream.Signature(RequestInfo())),
             "pl_addr": In(range(P.MAX_PAYLOAD)),
             "pl_data": Out(8),
@@ -118,6 +148,7 @@ class PacketEngine(wiring.Component):
             "rb_data": In(8),
             "rb_we": In(1),
             "rsp": In(stream.Signature(Response())),
+            "idle": Out(1),
             "frames": Out(32),
             "retries": Out(32),
             "errors": Out(data.ArrayLayout(unsigned(16), N_ERRORS)),
@@ -183,7 +214,7 @@ class PacketEngine(wiring.Component):
         with m.Elif(~quiet):
             m.d.sync += idle.eq(idle + 1)
 
-        with m.FSM(name="rx"):
+        with m.FSM(name="rx") as rx_fsm:
             with m.State("SYNC"):
                 m.d.comb += self.rx.ready.eq(1)
                 with m.If(got):
@@ -319,7 +350,7 @@ class PacketEngine(wiring.Component):
                     m.d.sync += t_crc.eq(crc16_step(t_crc, value))
                 m.next = nxt
 
-        with m.FSM(name="tx"):
+        with m.FSM(name="tx") as tx_fsm:
             with m.State("IDLE"):
                 with m.If(send):
                     m.d.sync += [tx_busy.eq(1), send.eq(0), t_crc.eq(0xFFFF), t_idx.eq(0),
@@ -353,8 +384,11 @@ class PacketEngine(wiring.Component):
             with m.State("CRC_LO"):
                 emit(t_crc[:8], "CRC_HI", crc=False)
             with m.State("CRC_HI"):
-                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(t_crc[8:])]
+                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(t_crc[8:]),
+                             self.tx_last.eq(1)]
                 with m.If(self.tx.ready):
                     m.d.sync += tx_busy.eq(0)
                     m.next = "IDLE"
+        m.d.comb += self.idle.eq(rx_fsm.ongoing("SYNC") & ~garbage & ~send &
+                                 tx_fsm.ongoing("IDLE") & ~self.rx.valid)
         return m

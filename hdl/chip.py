@@ -475,7 +475,7 @@ class CommandUnit(wiring.Component):
             with m.State("WTHETA_WRITE"):
                 m.d.comb += [core.state.addr.eq(item), core.state.sel.eq(lif.Word.THETA),
                              core.state.we.eq(1), core.state.wdata.eq(word)]
-                m.d.sync += [item.eq(item + 1), idx.eq(idx + 1)]
+                m.d.sync += item.eq(item + 1)
                 with m.If(item + 1 == limit):
                     finish()
                 with m.Else():

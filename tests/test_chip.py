@@ -238,9 +238,9 @@ def test_aer_mode_and_program_load(mnist_small):
         row = await req(T.READ_ROW, struct.pack("<BH", 1, 2))
         assert list(row) == [int(v) for v in golden.w_ec[2]]
 
-        # A program of two 3-step presentations at intensity 5 without learning or reset.
+        # A program of two 3-step presentations at intensity 3 without learning or reset.
         text = """
-            intensity 5
+            intensity 3
             clear
             flags input count
             steps 3
@@ -253,11 +253,11 @@ def test_aer_mode_and_program_load(mnist_small):
                   expect=E.ADDRESS)
         await req(T.LOAD_PROGRAM, bytes([0]) + struct.pack(f"<{len(words)}H", *words))
         res = P.Result.unpack(await req(T.PRESENT, bytes([0, 0]) + x[1].tobytes()))
-        assert (res.presentations, res.intensity) == (2, 5)
+        assert (res.presentations, res.intensity) == (2, 3)
         # The chip's encoder lanes have not moved (AER input came from the host).
         golden.rng[:cfg.encoder_lanes] = stream_seeds(3, cfg.encoder_lanes)["encoder"]
-        golden.run_steps(3, x[1], phase="test", intensity=5)
-        counts = golden.run_steps(3, x[1], phase="test", intensity=5)
+        golden.run_steps(3, x[1], phase="test", intensity=3)
+        counts = golden.run_steps(3, x[1], phase="test", intensity=3)
         assert res.e_total == int(counts[0].sum())
 
     run(cfg, 3, bench)

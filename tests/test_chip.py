@@ -30,7 +30,7 @@ class Link:
         self.ctx, self.dut = ctx, dut
         self.parser = P.FrameParser()
 
-    async def exchange(self, data: bytes, *, quiet: int = 0, max_cycles: int = 3_000_000):
+    async def exchange(self, data: bytes, *, quiet: int = 0, max_cycles: int = 400_000):
         """Send ``data``, then run until one frame is answered (or ``quiet`` idle cycles
         pass after the last byte with nothing received: returns ``None``)."""
         ctx, dut = self.ctx, self.dut
@@ -125,6 +125,8 @@ def test_registers_sequence_and_errors():
         # Oversize: answered at once, the rest of the frame discarded.
         big = bytes([P.SYNC, T.AER, 210]) + struct.pack("<H", P.MAX_PAYLOAD + 2) + bytes(40)
         nak(await link.exchange(big), 210, E.OVERSIZE, T.AER)
+        # The rest of it is discarded until the line has been quiet for the frame timeout.
+        assert await link.exchange(b"", quiet=P.FRAME_TIMEOUT_BITS * 4 + 16) is None
         # Truncated: a header and half a payload, then silence.
         nak(await link.exchange(P.encode(T.READ_ROW, 210, struct.pack("<BH", 0, 1))[:6]),
             210, E.TRUNCATED, T.READ_ROW)

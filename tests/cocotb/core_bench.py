@@ -29,6 +29,8 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
 
+from amaranth.lib import wiring
+
 from symspike.firmware.config import NetworkConfig
 from symspike.hdl import lif
 from symspike.hdl.core import CoreOp, NetworkCore
@@ -52,11 +54,11 @@ class CoreDriver:
     async def reset(self):
         dut = self.dut
         dut.rst.value = 1
-        for port in (dut.start, dut.op, dut.learn_in, dut.learn_ec, dut.teacher, dut.label,
-                     dut.pixels__valid, dut.pixels__payload, dut.wreq__valid,
-                     dut.wreq__payload, dut.wrow__ready, dut.state__addr, dut.state__sel,
-                     dut.state__we, dut.state__wdata, dut.e_count_addr, dut.c_count_addr):
-            port.value = 0
+        # Every input port, whatever the core has: Icarus leaves an undriven one X, and an X
+        # write enable would fill a memory with X.
+        for path, member, _ in self.core.signature.flatten(self.core):
+            if member.flow == wiring.In:
+                getattr(dut, "__".join(str(p) for p in path)).value = 0
         await ClockCycles(dut.clk, 3)
         await FallingEdge(dut.clk)
         dut.rst.value = 0

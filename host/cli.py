@@ -1,11 +1,13 @@
 """The ``symspike`` command line.
 
-``symspike train``   train a model and test it; writes a run folder
-``symspike infer``   test a trained run folder or checkpoint on images
+``symspike train``   train a model and test it; writes a run folder (``--board URL``: train
+                     online on a board and compare it with the golden model)
+``symspike infer``   test a trained run folder or checkpoint on images (or on a board)
 ``symspike report``  draw a run folder's pictures
 ``symspike bench``   accuracy, precision and speed benchmarks
 ``symspike demo``    the main job on the embedded MNIST subset
 ``symspike build``   synthesise the gateware for a device target (LUT, FF, RAM, DSP, Fmax)
+``symspike sim board``  run the chip in Verilator behind a pseudo-terminal (a virtual board)
 """
 
 from __future__ import annotations
@@ -144,6 +146,8 @@ def experiment_from_args(args):
 
 # --------------------------------------------------------------------------- train / infer
 def _cmd_train(args):
+    if args.board:
+        return _cmd_train_board(args)
     from .experiment import run
     exp = experiment_from_args(args)
     if args.resume:
@@ -176,6 +180,14 @@ def _cmd_infer(args):
     import numpy as np
     from ..sim.network import CheckpointError, Model
     from ..sim.trainer import accuracy
+    if args.board:
+        return _cmd_infer_board(args)
+    for name in ("neurons", "seed"):
+        if getattr(args, name) is not None:
+            raise UsageError(f"--{name} applies to a board (--board URL); a run's checkpoint "
+                             f"holds its own")
+    if args.run is None:
+        raise UsageError("give the RUN folder or checkpoint to test (or --board URL)")
     path = Path(args.run)
     if path.is_dir():
         path = path / "checkpoint.npz"
@@ -197,6 +209,398 @@ def _cmd_infer(args):
     return 0
 
 
+# --------------------------------------------------------------------------- on a board
+#: Options of ``train`` that a board run cannot honour: (name, refused value or ``None`` for
+#: any value given, how to say it).
+_NOT_ON_BOARD = (("model", "float", "--model float (the board computes the golden model's "
+                  "arithmetic)"),
+                 ("mode", "layer", "--mode layer"),
+                 ("eval_every", None, "--eval-every"),
+                 ("keep_best", None, "--keep-best"),
+                 ("resume", None, "--resume (load a board checkpoint with "
+                  "`symspike infer --board URL CHECKPOINT`)"),
+                 ("out", None, "--out (use --checkpoint DIR)"))
+
+
+def _board_errors():
+    """Exceptions of opening and driving a board, printed as one clear line."""
+    from .board import BoardError
+    from .link import LinkError
+    return (BoardError, LinkError)
+
+
+def _board_url(url, args):
+    """``url``, with the chip's seed added for a ``sim://`` board that builds its chip.
+
+    The golden model of the comparison starts from the initial weights of ``--seed``; a
+    virtual board built from the same seed starts where it does.
+    """
+    from .link import LinkError, parse_url
+    try:
+        scheme, target, options = parse_url(url)
+    except LinkError as exc:
+        raise UsageError(str(exc)) from None
+    if scheme != "sim" or target:
+        return url
+    if "seed" in options:
+        if options["seed"] != str(args.seed):
+            raise UsageError(f"--board {url}: the chip's seed={options['seed']} contradicts "
+                             f"--seed {args.seed}; give one of them")
+        return url
+    return url + ("&" if "?" in url else "?") + f"seed={args.seed}"
+
+
+def _builds_chip(url):
+    """Whether ``url`` is a ``sim://`` board that builds its chip (so needs a configuration)."""
+    from .link import LinkError, parse_url
+    try:
+        scheme, target, _ = parse_url(url)
+    except LinkError as exc:
+        raise UsageError(str(exc)) from None
+    return scheme == "sim" and not target
+
+
+def _open_board(url, cfg, seed, quiet):
+    """``(board, vboard)``: the open board and, for ``sim://``, its virtual board."""
+    from .board import Board
+    from .link import parse_url
+    if parse_url(url)[0] == "sim" and not quiet:
+        print("starting the virtual board (the first Verilator build of a chip takes a minute "
+              "or more)", file=sys.stderr, flush=True)
+    board = Board.open(url, cfg=cfg, seed=seed)
+    # Kept now: closing the board drops its link, and the statistics come at close.
+    return board, getattr(board._link, "vboard", None)
+
+
+def _print_vboard(vboard):
+    stats = getattr(vboard, "stats", None)
+    if stats is not None:
+        print(f"virtual board: {stats.cycles_per_s / 1e6:.3f} M cycles/s ({stats.cycles} "
+              f"cycles in {stats.busy_seconds:.1f} s busy)")
+
+
+def _compare(board_w, board_theta, golden):
+    """``(identical, text)``: the board's weight and θ codes against the golden model's."""
+    import numpy as np
+    parts, same = [], True
+    for name, got, want in (("w_in", board_w["w_in"], golden.w_in),
+                            ("w_ec", board_w["w_ec"], golden.w_ec),
+                            ("θ", board_theta, golden.theta)):
+        shape = "×".join(str(d) for d in np.shape(want))
+        if np.shape(got) != np.shape(want):
+            same = False
+            parts.append(f"{name} shape {np.shape(got)} ≠ {np.shape(want)}")
+            continue
+        differ = int(np.count_nonzero(np.asarray(got) != np.asarray(want)))
+        same &= differ == 0
+        parts.append(f"{name} {shape}" + (f": {differ} codes differ" if differ else ""))
+    verdict = "bit-identical to" if same else "DIFFERENT from"
+    return same, f"weights and θ read back: {verdict} the golden model ({', '.join(parts)})"
+
+
+def _predictions_line(pred_board, pred_golden, labels):
+    import numpy as np
+    from ..sim.trainer import accuracy
+    m = len(labels)
+    agree = int(np.count_nonzero(np.asarray(pred_board) == np.asarray(pred_golden)))
+    return (f"test accuracy on {m} images: board {100 * accuracy(pred_board, labels):.2f} %, "
+            f"golden model {100 * accuracy(pred_golden, labels):.2f} % (same prediction on "
+            f"{agree}/{m} images)")
+
+
+def _cmd_train_board(args):
+    import time
+    from tqdm.auto import tqdm
+    from ..sim.network import GoldenModel
+    from ..sim.trainer import TrainingRun
+    from .experiment import load_data
+
+    for name, bad, label in _NOT_ON_BOARD:
+        value = getattr(args, name)
+        if (value == bad) if bad is not None else value:
+            raise UsageError(f"{label} does not apply to training on a board (--board)")
+    if args.eta_final != 1.0:
+        raise UsageError("--eta-final does not apply to training on a board (--board): the "
+                         "board learns at constant rates")
+    exp = experiment_from_args(args)
+    cfg = exp.config()
+    url = _board_url(args.board, args)
+    try:
+        (x, y), _, (xt, yt) = load_data(exp, cfg)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    quiet = args.quiet
+    golden = None if args.no_golden else GoldenModel(cfg, exp.seed)
+    # The order of the golden experiments (epochs after the first are shuffled by seed).
+    stages = TrainingRun(GoldenModel(cfg, exp.seed) if golden is None else golden,
+                         epochs=exp.epochs, progress=False).schedule(len(x))
+    ckpt = None
+    if args.checkpoint:
+        ckpt = Path(args.checkpoint)
+        ckpt.mkdir(parents=True, exist_ok=True)
+        ckpt = ckpt / "board.npz"
+
+    board, vboard = _open_board(url, cfg, exp.seed, quiet)
+    try:
+        print(f"board {args.board}: N={cfg.n_exc}, configuration {cfg.config_id:#010x}, seed "
+              f"{exp.seed}; {datasets.describe_source(exp.dataset, exp.data)}: {len(x)} "
+              f"training × {exp.epochs} epoch(s), {len(xt)} test images, {args.input} input",
+              flush=True)
+        start = time.perf_counter()
+        done = 0
+        every = args.checkpoint_every if ckpt is not None else 0
+        for _, order in stages:
+            step = every or len(order)
+            for first in range(0, len(order), step):
+                idx = order[first:first + step]
+                board.train(x[idx], y[idx], mode=args.input, progress=not quiet, finish=False)
+                done += len(idx)
+                if every and done % every == 0:
+                    board.checkpoint(ckpt)
+        board.finish_training()
+        wall = time.perf_counter() - start
+        print(f"trained on the board: {done} images in {wall:.1f} s "
+              f"({done / wall:.2f} images/s)", flush=True)
+        weights = board.read_weights(progress=not quiet)
+        theta = board.read_theta()
+        if ckpt is not None:
+            board.checkpoint(ckpt)
+        same = True
+        if golden is not None:
+            with tqdm(total=done, desc=f"train golden N={cfg.n_exc}", unit="img", leave=False,
+                      disable=quiet) as bar:
+                for _, order in stages:
+                    for k in order:
+                        golden.present(x[k], int(y[k]), "both")
+                        bar.update(1)
+            golden.finish_training()
+            same, text = _compare(weights, theta, golden)
+            print(text, flush=True)
+        if len(xt):
+            pred = board.infer(xt, mode=args.input, progress=not quiet)
+            if golden is not None:
+                want = golden.infer(xt)["pred"]
+                print(_predictions_line(pred, want, yt))
+            else:
+                from ..sim.trainer import accuracy
+                print(f"test accuracy on {len(xt)} images: board "
+                      f"{100 * accuracy(pred, yt):.2f} %")
+    finally:
+        board.close()
+    _print_vboard(vboard)
+    if ckpt is not None:
+        print(f"board checkpoint: {ckpt}")
+    return 0 if same else 1
+
+
+def _cmd_infer_board(args):
+    import numpy as np
+    from ..firmware.config import preset
+    from ..sim.network import GoldenModel, Model
+    from ..sim.trainer import accuracy
+
+    meta = state = None
+    if args.run:
+        path = Path(args.run)
+        if path.is_dir():
+            path = next((path / name for name in ("board.npz", "checkpoint.npz")
+                         if (path / name).is_file()), path / "board.npz")
+        meta, state = Model.read_checkpoint(path)
+    cfg = None
+    if meta is not None and meta.get("config") is not None:
+        from ..firmware.config import NetworkConfig
+        cfg = NetworkConfig.from_dict(meta["config"])
+        if args.neurons is not None and args.neurons != cfg.n_exc:
+            raise UsageError(f"--neurons {args.neurons} contradicts the checkpoint "
+                             f"{path} (N={cfg.n_exc})")
+    elif args.neurons is not None or _builds_chip(args.board):
+        try:
+            cfg = preset(args.neurons or 100, args.dataset or "mnist")
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"invalid network configuration: {exc}") from None
+    seed = args.seed if args.seed is not None else int((meta or {}).get("seed", 0))
+    args.seed = seed
+    url = _board_url(args.board, args)
+    dataset = args.dataset or (cfg.dataset if cfg is not None else "mnist")
+    x, y = datasets.load(dataset, args.split, args.data)
+    x, y = x[:args.test], y[:args.test]
+
+    board, vboard = _open_board(url, cfg, seed, args.quiet)
+    try:
+        if args.run:
+            board.resume(path)
+        cfg = board.cfg
+        if cfg is None:
+            raise UsageError(f"the board at {args.board} runs configuration "
+                             f"{board.id.config_id:#010x}, which is no preset: give --neurons "
+                             f"and --dataset")
+        if cfg.image_mean is not None:
+            x = datasets.normalize_mean(x, cfg.image_mean)
+        # The reference: the board's weights and θ in a golden model whose random streams
+        # start from the seed, as a freshly started board's do.
+        golden = None
+        loaded = True
+        if not args.no_golden:
+            weights = board.read_weights(progress=not args.quiet)
+            golden = GoldenModel(cfg, seed)
+            golden.w_in[...] = weights["w_in"]
+            golden.w_ec[...] = weights["w_ec"]
+            golden.theta[...] = board.read_theta()
+            if args.input == "aer":
+                golden.rng[:cfg.encoder_lanes] = board.aer_encoder().lanes
+            if state is not None:
+                # What was written must read back: the board's write path checked.
+                loaded = all(np.array_equal(np.asarray(state[name]), getattr(golden, name))
+                             for name in ("w_in", "w_ec", "theta"))
+                print(f"weights and θ read back: {'identical to' if loaded else 'DIFFERENT from'}"
+                      f" the checkpoint {path}")
+        out = board.infer(x, mode=args.input, progress=not args.quiet, details=True)
+    finally:
+        board.close()
+    pred = out["pred"]
+    if golden is not None:
+        print(_predictions_line(pred, golden.infer(x)["pred"], y))
+    else:
+        print(f"accuracy={accuracy(pred, y):.4f} images={len(x)}")
+    _print_vboard(vboard)
+    if args.save:
+        np.savez_compressed(args.save, labels=y, **out)
+    return 0 if loaded else 1
+
+
+# --------------------------------------------------------------------------- sim
+#: Names a chip top may give its UART divisor parameter.
+_DIVISOR_PARAMS = ("divisor", "uart_divisor")
+
+
+def _chip_top():
+    """``symspike.hdl.chip.ChipTop``, or a UsageError saying it is missing."""
+    import importlib
+    try:
+        module = importlib.import_module("symspike.hdl.chip")
+    except ModuleNotFoundError as exc:
+        if exc.name != "symspike.hdl.chip":
+            raise
+        module = None
+    chip_top = getattr(module, "ChipTop", None)
+    if chip_top is None:
+        raise UsageError("there is no chip top yet (symspike.hdl.chip.ChipTop): nothing to run "
+                         "on the virtual board")
+    return chip_top
+
+
+def _make_chip(chip_top, cfg, *, seed, divisor):
+    import inspect
+    params = inspect.signature(chip_top).parameters
+    kwargs = {}
+    if "seed" in params:
+        kwargs["seed"] = seed
+    name = next((n for n in _DIVISOR_PARAMS if n in params), None)
+    if name is None and any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        name = _DIVISOR_PARAMS[0]
+    if name is None:
+        raise UsageError(f"ChipTop takes no UART divisor parameter (one of "
+                         f"{', '.join(_DIVISOR_PARAMS)}): cannot set its bit rate")
+    kwargs[name] = divisor
+    return chip_top(cfg, **kwargs)
+
+
+def _cmd_sim_board(args):
+    from ..firmware.config import preset
+    from ..hdl.uart import MIN_DIVISOR, divisor_for
+    from ..sim.vboard import VBoardError, VirtualBoard
+
+    chip_top = _chip_top()
+    try:
+        cfg = preset(args.neurons)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"invalid network configuration: {exc}") from None
+    if args.baud is not None:
+        try:
+            divisor = divisor_for(cfg.clock_hz, args.baud)
+        except ValueError as exc:
+            raise UsageError(f"--baud: {exc}") from None
+    else:
+        divisor = 4 if args.divisor is None else args.divisor
+        if divisor < MIN_DIVISOR:
+            raise UsageError(f"--divisor must be ≥ {MIN_DIVISOR}, not {divisor}")
+    if args.waves is not None and Path(args.waves).suffix.lower() not in (".vcd", ".fst"):
+        raise UsageError(f"--waves {args.waves}: the file must end in .vcd or .fst")
+    baud = round(cfg.clock_hz / divisor)
+    chip = _make_chip(chip_top, cfg, seed=args.seed, divisor=divisor)
+
+    def show(stats):
+        if not stats.final:
+            print(f"symspike sim board: {stats}", file=sys.stderr, flush=True)
+
+    print(f"symspike sim board: building the chip (N={cfg.n_exc}, divisor {divisor}) for "
+          f"Verilator; the first build of a design takes a while", file=sys.stderr, flush=True)
+    try:
+        board = VirtualBoard.start(chip, name="chip", divisor=divisor, baud=baud,
+                                   waves=args.waves, stats=args.stats, link=args.link,
+                                   xdma=args.xdma,
+                                   max_cycles=args.max_cycles, on_stats=show)
+    except (VBoardError, ValueError) as exc:
+        print(f"symspike sim board: {exc}", file=sys.stderr)
+        return 1
+    print(board.serial_url, flush=True)
+    if board.pcie_url:
+        print(board.pcie_url, flush=True)
+    print(f"symspike sim board: running at {divisor} cycles per bit; open {board.port}"
+          f"{f' (or {args.link})' if args.link else ''}; Ctrl-C stops", file=sys.stderr,
+          flush=True)
+    try:
+        board.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stats = board.close()
+    if stats is not None:
+        print(f"symspike sim board: {stats}", file=sys.stderr)
+    status = board.returncode
+    if status not in (0, -15):
+        print(f"symspike sim board: the simulator exited with status {status}:\n"
+              f"{board.stderr_tail()}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_board_arguments(group):
+    group.add_argument("--input", choices=("pixels", "aer"), default="pixels",
+                       help="send pixels for the on-chip encoder, or stream the host "
+                            "encoder's spike events (default: pixels)")
+    group.add_argument("--no-golden", action="store_true",
+                       help="skip the comparison with the golden model")
+
+
+def _add_sim_arguments(parser: argparse.ArgumentParser):
+    sub = parser.add_subparsers(dest="sim", required=True, metavar="WHAT")
+    p = sub.add_parser("board", help="run the chip's Verilog in Verilator behind a "
+                                     "pseudo-terminal and print its serial URL")
+    p.add_argument("--neurons", "-N", type=_positive, default=100,
+                   help="excitatory neurons of the chip (default: 100)")
+    p.add_argument("--seed", type=_natural, default=0, help="the chip's seed (default: 0)")
+    rate = p.add_mutually_exclusive_group()
+    # No argparse default: it would hide an explicit --divisor from the exclusive group.
+    rate.add_argument("--divisor", type=_positive,
+                      help="clock cycles per UART bit (default 4: the fastest simulation)")
+    rate.add_argument("--baud", type=_positive,
+                      help="bit rate at the chip's nominal clock; sets the divisor")
+    p.add_argument("--waves", metavar="PATH",
+                   help="record a waveform (.vcd, or .fst with the LZ4 headers); large: "
+                        "every clock edge")
+    p.add_argument("--stats", type=float, metavar="S",
+                   help="print the simulation speed every S seconds")
+    p.add_argument("--xdma", metavar="DIR",
+                   help="also serve the chip's DMA streams as simulated XDMA device files "
+                        "(named pipes) in DIR and print their pcie:// URL")
+    p.add_argument("--link", metavar="PATH",
+                   help="also make PATH a symbolic link to the pseudo-terminal")
+    p.add_argument("--max-cycles", type=_positive, metavar="N",
+                   help="stop after N clock cycles (default: run until Ctrl-C)")
+    p.set_defaults(func=_cmd_sim_board)
+
+
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -212,16 +616,40 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write a checkpoint every K images (default: 5000)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    b = p.add_argument_group(
+        "on a board",
+        "train online on a board and compare it with the golden model of the same seed and "
+        "images: its weights and θ bit for bit, its test predictions image for image")
+    b.add_argument("--board", metavar="URL",
+                   help="serial:///dev/ttyUSB1?baud=3000000, pcie:///dev/xdma0, or sim:// for "
+                        "the virtual board built for --neurons (sim://?link=pcie: through "
+                        "simulated XDMA device files)")
+    _add_board_arguments(b)
+    b.add_argument("--checkpoint", metavar="DIR",
+                   help="save the board's state to DIR/board.npz every --checkpoint-every "
+                        "images and at the end")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("infer", help="test a trained run on images")
-    p.add_argument("run", metavar="RUN", help="run folder or checkpoint.npz")
+    p = sub.add_parser("infer", help="test a trained run, or a board, on images")
+    p.add_argument("run", metavar="RUN", nargs="?",
+                   help="run folder or checkpoint (.npz); with --board: loaded onto the board "
+                        "first (a board.npz of `train --board --checkpoint` or a golden "
+                        "checkpoint.npz), else the board is tested as it is")
     p.add_argument("--dataset", choices=DATASETS)
     p.add_argument("--data", metavar="DIR")
     p.add_argument("--split", choices=("train", "test"), default="test")
     p.add_argument("--test", type=_positive, default=10000, metavar="M")
     p.add_argument("--save", metavar="FILE.npz", help="save predictions and spike counts")
     p.add_argument("--quiet", action="store_true")
+    b = p.add_argument_group("on a board")
+    b.add_argument("--board", metavar="URL", help="test on this board (as for train --board)")
+    b.add_argument("--neurons", "-N", type=_positive,
+                   help="excitatory neurons of the board (default: the checkpoint's, else the "
+                        "board's; 100 for sim://)")
+    b.add_argument("--seed", type=_natural,
+                   help="run seed: of the host's AER encoder and of the virtual board's chip "
+                        "(default: the checkpoint's, else 0)")
+    _add_board_arguments(b)
     p.set_defaults(func=_cmd_infer)
 
     from . import report
@@ -239,30 +667,24 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_arguments(p)
     p.set_defaults(func=synth.main)
 
-    p = sub.add_parser("demo", help="train the golden model on the embedded subset and report")
+    p = sub.add_parser("sim", help="simulate the gateware: the virtual board")
+    _add_sim_arguments(p)
+
+    p = sub.add_parser("demo", help="the models, then the chip as a virtual board, trained on "
+                                    "the embedded subset; the core synthesised for the UP5K")
     p.add_argument("--out", metavar="DIR", default="runs/demo")
+    p.add_argument("--board-train", type=_positive, default=200, metavar="N",
+                   help="training images for the virtual board (default: 200)")
+    p.add_argument("--board-test", type=_positive, default=200, metavar="N",
+                   help="test images for the virtual board (default: 200)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_demo)
     return parser
 
 
 def _cmd_demo(args):
-    from . import report
-    from .experiment import Experiment, run
-    out = Path(args.out)
-    results = {}
-    for kind in ("float", "golden"):
-        exp = Experiment(model=kind, neurons=100, data=None, train=2000, test=1000,
-                         eval_every=500, eval_size=500, seed=0)
-        res = run(exp, out=out / kind, progress=not args.quiet)
-        results[kind] = res
-        _print_result(res)
-    paths = report.make_report(out / "golden")
-    print(f"pictures: {', '.join(str(p) for p in paths)}")
-    g, f = results["golden"], results["float"]
-    print(f"golden model {100 * g['accuracy']:.2f} % vs float reference "
-          f"{100 * f['accuracy']:.2f} % (C readout, 2000 training images, 1000 test)")
-    return 0
+    from .demo import run_demo
+    return run_demo(args, main)
 
 
 def main(argv=None) -> int:
@@ -273,6 +695,9 @@ def main(argv=None) -> int:
     except (UsageError, datasets.DatasetError, CheckpointError) as exc:
         print(f"symspike {args.command}: {exc}", file=sys.stderr)
         return 2
+    except _board_errors() as exc:
+        print(f"symspike {args.command}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"symspike {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -22,8 +22,9 @@ offers four calls:
   user BAR ``…_user`` mapped for direct register access when present;
 * ``sim://[executable][?key=value…]`` — a virtual board (``symspike.sim.vboard``): the
   chip's Verilog in Verilator behind a pseudo-terminal, reached through its ``serial://``
-  URL. Without an executable the chip (``symspike.hdl.chip.ChipTop``) is built for the
-  configuration given to :func:`open_link` (else ``preset(n_exc)``) with the options
+  URL, or with ``link=pcie`` through simulated XDMA device files (named pipes) and its
+  ``pcie://`` URL. Without an executable the chip (``symspike.hdl.chip.ChipTop``) is built
+  for the configuration given to :func:`open_link` (else ``preset(n_exc)``) with the options
   ``n_exc``, ``seed`` and ``divisor``; ``baud``, ``waves``, ``stats``, ``max_cycles`` and
   ``timeout`` go to ``VirtualBoard.start``.
 """
@@ -31,6 +32,7 @@ offers four calls:
 from __future__ import annotations
 
 import errno
+import importlib
 import mmap
 import os
 import select
@@ -310,7 +312,10 @@ class PcieLink(Link):
             except OSError as exc:
                 raise _open_error(self.c2h_path, exc, "XDMA card-to-host device", check) from None
             try:
-                self._wfd = os.open(self.h2c_path, os.O_WRONLY)
+                # Without O_NONBLOCK, opening a named pipe that nothing reads (one left by a
+                # virtual board that was killed) would hang; with it the open fails (ENXIO).
+                self._wfd = os.open(self.h2c_path, os.O_WRONLY | os.O_NONBLOCK)
+                os.set_blocking(self._wfd, True)
             except OSError as exc:
                 raise _open_error(self.h2c_path, exc, "XDMA host-to-card device", check) from None
             if os.path.exists(self.user_path):
@@ -390,12 +395,24 @@ class PcieLink(Link):
 
 
 class SimLink(Link):
-    """A virtual board and the serial link to it; closing the link stops the board."""
+    """A virtual board and the link to it (serial or PCIe); closing the link stops the board.
+
+    Attributes
+    ----------
+    vboard : symspike.sim.vboard.VirtualBoard
+        The running board (its ``stats`` say how fast it simulates).
+    inner : Link or None
+        The serial or PCIe link to it (``None`` once closed).
+    """
 
     def __init__(self, vboard, link: Link, url: str):
         self.vboard = vboard
         self._link = link
         self.url = url
+
+    @property
+    def inner(self) -> Link | None:
+        return self._link
 
     def write(self, data: bytes):
         self._link.write(data)
@@ -425,9 +442,12 @@ def _convert(value: str):
     return value
 
 
-#: ``sim://`` options: the chip's (``n_exc``, ``seed``, ``divisor``) and those passed on to
-#: ``VirtualBoard.start``.
-SIM_OPTIONS = ("n_exc", "seed", "divisor", "baud", "waves", "stats", "max_cycles", "timeout")
+#: ``sim://`` options: the chip's (``n_exc``, ``seed``, ``divisor``), the link to it
+#: (``link``: ``uart`` or ``pcie``) and those passed on to ``VirtualBoard.start``.
+SIM_OPTIONS = ("n_exc", "seed", "divisor", "link", "baud", "waves", "stats", "max_cycles",
+               "timeout")
+#: Values of the ``sim://`` option ``link``.
+SIM_LINKS = ("uart", "pcie")
 
 
 def _stop(vboard):
@@ -442,7 +462,9 @@ def _open_sim(url, target, options, cfg):
         raise _bad_url(url, f"unknown option(s) {unknown}; sim:// takes "
                             f"{', '.join(SIM_OPTIONS)}")
     try:
-        from ..sim import vboard as vboard_module
+        # By module name, not as an attribute of the package, so that sys.modules decides
+        # (as it does for a stand-in module).
+        vboard_module = importlib.import_module("..sim.vboard", __package__)
         VirtualBoard = vboard_module.VirtualBoard
     except (ImportError, AttributeError) as exc:
         raise LinkError(f"{url} needs the virtual board (symspike.sim.vboard), which cannot "
@@ -451,7 +473,12 @@ def _open_sim(url, target, options, cfg):
         err for err in (getattr(vboard_module, name, None) for name in ("VBoardError",
                                                                          "CosimError"))
         if isinstance(err, type) and issubclass(err, Exception))
+    kind = options.pop("link", "uart").lower()
+    if kind not in SIM_LINKS:
+        raise _bad_url(url, f"link must be one of {', '.join(SIM_LINKS)}, not {kind!r}")
     kwargs = {key: _convert(value) for key, value in options.items()}
+    if kind == "pcie":
+        kwargs["xdma"] = True
     n_exc = kwargs.pop("n_exc", None)
     seed = kwargs.pop("seed", 0)
     if target:
@@ -482,9 +509,11 @@ def _open_sim(url, target, options, cfg):
     except failures as exc:
         raise LinkError(f"cannot start the virtual board for {url}: {exc}") from None
     try:
-        if parse_url(vboard.url)[0] != "serial":
-            raise LinkError(f"the virtual board's URL {vboard.url!r} is not a serial:// URL")
-        inner = open_link(vboard.url)
+        inner_url = vboard.url
+        want = "pcie" if kind == "pcie" else "serial"
+        if parse_url(inner_url)[0] != want:
+            raise LinkError(f"the virtual board's URL {inner_url!r} is not a {want}:// URL")
+        inner = open_link(inner_url)
     except BaseException:
         _stop(vboard)
         raise

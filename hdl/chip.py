@@ -601,19 +601,19 @@ class ChipTop(wiring.Component):
         m.submodules.commands = cu = self.commands
         m.d.comb += [uart.rx.eq(self.uart_rx), self.uart_tx.eq(uart.tx)]
 
-        # The link of a frame's first byte owns the frame and gets its answer.
+        # The link of a frame's first byte owns the frame until its answer has gone out: the
+        # other link's bytes wait meanwhile, and the answer goes back where the frame came
+        # from.
         from_dma = Signal()
         in_frame = Signal()
-        with m.If(self.h2c.valid & ~uart.rx_stream.valid | from_dma & in_frame):
+        use_dma = Mux(in_frame, from_dma, self.h2c.valid & ~uart.rx_stream.valid)
+        with m.If(use_dma):
             connect(m, flipped(self.h2c), pe.rx)
-            with m.If(pe.rx.valid & pe.rx.ready & ~in_frame):
-                m.d.sync += [from_dma.eq(1), in_frame.eq(pe.rx.payload == P.SYNC)]
         with m.Else():
             connect(m, uart.rx_stream, pe.rx)
-            with m.If(pe.rx.valid & pe.rx.ready & ~in_frame):
-                m.d.sync += [from_dma.eq(0), in_frame.eq(pe.rx.payload == P.SYNC)]
-        # A frame ends when its answer has gone out.
-        with m.If(pe.tx.valid & pe.tx.ready & (pe.tx.payload == P.SYNC)):
+        with m.If(pe.rx.valid & pe.rx.ready & ~in_frame):
+            m.d.sync += [from_dma.eq(use_dma), in_frame.eq(pe.rx.payload == P.SYNC)]
+        with m.If(pe.tx.valid & pe.tx.ready & pe.tx_last):
             m.d.sync += in_frame.eq(0)
         with m.If(from_dma):
             m.d.comb += [self.c2h.valid.eq(pe.tx.valid), self.c2h.payload.data.eq(pe.tx.payload),

@@ -530,6 +530,9 @@ class VirtualBoard:
                 pass
             process.wait()
             reader.join(timeout=5)
+            for pipe in (process.stdin, process.stdout, process.stderr):
+                if pipe is not None:
+                    pipe.close()
             if own_dir:
                 shutil.rmtree(xdma_dir, ignore_errors=True)
             tail = "\n".join(lines) or "(nothing on stderr)"

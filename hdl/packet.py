@@ -12,8 +12,8 @@ A good request goes to the command executor (``req``), which reads its payload t
 a retry (same ``SEQ`` as the previous accepted request) is answered from it again and not
 executed twice. Bytes outside frames are skipped and answered by one NAK ``GARBAGE`` when the
 line falls quiet; a frame that stops half-way is answered by NAK ``TRUNCATED`` after
-``timeout`` cycles without a byte; a length above ``MAX_PAYLOAD`` by NAK ``OVERSIZE``, after
-which bytes are discarded until the line is quiet.
+``timeout`` cycles without a byte; a length above ``MAX_PAYLOAD`` by NAK ``OVERSIZE`` once the
+bytes that follow it (discarded) have stopped and the line is quiet.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, unsigned
@@ -246,7 +246,7 @@ class PacketEngine(wiring.Component):
                 with m.If(got):
                     m.d.sync += [f_len[8:].eq(byte), f_crc.eq(crc16_step(f_crc, byte))]
                     with m.If(Cat(f_len[:8], byte) > P.MAX_PAYLOAD):
-                        m.next = "OVERSIZE"
+                        m.next = "DISCARD"
                     with m.Elif(Cat(f_len[:8], byte) == 0):
                         m.next = "CRC_LO"
                     with m.Else():
@@ -286,14 +286,15 @@ class PacketEngine(wiring.Component):
                 with m.If(~send & ~tx_busy):
                     nak(P.Error.CRC, f_seq, f_type)
                     m.next = "SYNC"
+            with m.State("DISCARD"):
+                # The rest of an oversize frame is not garbage of its own. The NAK waits for
+                # the quiet line: a host that resends on it is then heard, not discarded.
+                m.d.comb += self.rx.ready.eq(1)
+                with m.If(quiet & ~got):
+                    m.next = "OVERSIZE"
             with m.State("OVERSIZE"):
                 with m.If(~send & ~tx_busy):
                     nak(P.Error.OVERSIZE, f_seq, f_type)
-                    m.next = "DISCARD"
-            with m.State("DISCARD"):
-                # The rest of an oversize frame is not garbage of its own.
-                m.d.comb += self.rx.ready.eq(1)
-                with m.If(quiet & ~got):
                     m.next = "SYNC"
             with m.State("CHECK"):
                 is_identify = f_type == int(P.Type.IDENTIFY)

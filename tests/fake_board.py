@@ -139,7 +139,7 @@ class FakeBoard:
                         continue
                     length = buf[2] | buf[3] << 8
                     if len(buf) == 4 and length > MAX_PAYLOAD:
-                        self._send_nak(Error.OVERSIZE, buf[1], buf[0])
+                        self.oversize = (buf[1], buf[0])
                         self.state = "discard"
                     elif len(buf) == 4 + length + 2:
                         self.state = "sync"
@@ -153,6 +153,8 @@ class FakeBoard:
                 buf = self.buf
                 self._send_nak(Error.TRUNCATED, buf[1] if len(buf) > 1 else 0,
                                buf[0] if buf else 0)
+            elif self.state == "discard":
+                self._send_nak(Error.OVERSIZE, *self.oversize)
             self.state = "sync"
             if self.garbage:
                 self.garbage = False

@@ -122,10 +122,11 @@ def test_registers_sequence_and_errors():
             E.ADDRESS, T.READ_ROW)
         nak(await link.request(T.WRITE_ROW, 209, struct.pack("<BH", 1, 0) + bytes(9)), 209,
             E.LENGTH, T.WRITE_ROW)
-        # Oversize: answered at once, the rest of the frame discarded.
-        big = bytes([P.SYNC, T.AER, 210]) + struct.pack("<H", P.MAX_PAYLOAD + 2) + bytes(40)
+        # Oversize: the rest of the frame (here a SYNC among it) is discarded, and the NAK
+        # comes when the line has been quiet for the frame timeout.
+        big = bytes([P.SYNC, T.AER, 210]) + struct.pack("<H", P.MAX_PAYLOAD + 2) + bytes(40) \
+            + P.encode(T.READ_REG, 210, reg(P.Reg.EPOCH))
         nak(await link.exchange(big), 210, E.OVERSIZE, T.AER)
-        # The rest of it is discarded until the line has been quiet for the frame timeout.
         assert await link.exchange(b"", quiet=P.FRAME_TIMEOUT_BITS * 4 + 16) is None
         # Truncated: a header and half a payload, then silence.
         nak(await link.exchange(P.encode(T.READ_ROW, 210, struct.pack("<BH", 0, 1))[:6]),

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "SYNC", "MAX_PAYLOAD", "HEADER_BYTES", "TRAILER_BYTES", "MAGIC", "VERSION",
-    "Type", "Error", "Reg", "Phase", "PHASE_FLAGS", "Frame", "crc16", "encode",
+    "Type", "Error", "Reg", "rng_registers", "Phase", "PHASE_FLAGS", "Frame", "crc16", "encode",
     "FrameParser", "ProtocolError", "IdBlock", "Result", "COMMANDS",
 ]
 
@@ -144,6 +144,15 @@ class Reg(enum.IntEnum):
     PRESENTATIONS = 0x08
     #: Error counters, one per :class:`Error` code ``c`` at ``ERRORS + c`` (read-only).
     ERRORS = 0x10
+    #: States of the chip's random streams at ``RNG + k`` (:func:`rng_registers` of them, in
+    #: the golden model's ``rng`` order: encoder lanes, teacher, learning events); written
+    #: only while no presentation runs (else NAK ``STATE``), never zero (NAK ``ARGUMENT``).
+    RNG = 0x100
+
+
+def rng_registers(encoder_lanes: int) -> int:
+    """Number of :attr:`Reg.RNG` registers of a chip with ``encoder_lanes`` lanes."""
+    return encoder_lanes + 2
 
 
 class Phase(enum.IntEnum):

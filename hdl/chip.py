@@ -130,6 +130,11 @@ class CommandUnit(wiring.Component):
             for c in range(1, N_ERRORS):
                 with m.Case(int(P.Reg.ERRORS) + c):
                     m.d.comb += [reg_value.eq(self.errors[c]), reg_ok.eq(1)]
+        n_rng = P.rng_registers(cfg.encoder_lanes)
+        rng_reg = (reg_addr >= int(P.Reg.RNG)) & (reg_addr < int(P.Reg.RNG) + n_rng)
+        m.d.comb += [core.rng_addr.eq(reg_addr - int(P.Reg.RNG)), core.rng_wdata.eq(hdr[16:48])]
+        with m.If(rng_reg):
+            m.d.comb += [reg_value.eq(core.rng_data), reg_ok.eq(1)]
 
         # Presentations, re-presentations included, counted when the core ends a PRESENT.
         with m.If(core.done & core_present):
@@ -173,8 +178,15 @@ class CommandUnit(wiring.Component):
                         with m.If(reg_addr == int(P.Reg.EPOCH)):
                             m.d.sync += epoch.eq(hdr[16:48])
                             finish()
-                        with m.Else():
+                        with m.Elif(~rng_reg):
                             finish(P.Error.ADDRESS)
+                        with m.Elif(hdr[16:48] == 0):
+                            finish(P.Error.ARGUMENT)
+                        with m.Elif(core.busy | core_present | aer_open):
+                            finish(P.Error.STATE)
+                        with m.Else():
+                            m.d.comb += core.rng_we.eq(1)
+                            finish()
                     with m.Case(P.Type.PRESENT):
                         with m.If(~phase_ok | ~label_ok):
                             finish(P.Error.ARGUMENT)

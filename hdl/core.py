@@ -144,6 +144,13 @@ class NetworkCore(wiring.Component):
         The E/I core's state port (θ with ``Word.THETA``), while idle.
     e_count_addr, e_count, c_count_addr, c_count, e_total : counters
         Spike counts of the last presentation (one cycle read latency).
+    rng_addr : ``In(range(encoder_lanes + 2))``, rng_data : ``Out(32)``
+        The random streams' states in the golden model's ``rng`` order: encoder lanes,
+        teacher, learning events (combinational read).
+    rng_wdata : ``In(32)``, rng_we : ``In(1)``
+        Load ``rng_wdata`` into stream ``rng_addr`` (while idle; a zero state never
+        advances, so the host must not write one). Saved and loaded with the weights, they
+        let a run resumed from a checkpoint continue exactly as if it had not stopped.
     """
 
     def __init__(self, cfg: NetworkConfig, *, seed: int = 0, w_in=None, w_ec=None):
@@ -218,7 +225,27 @@ class NetworkCore(wiring.Component):
             "c_count_addr": In(range(max(n_c, 2))),
             "c_count": Out(self._count_bits),
             "e_total": Out(self.router.e_total.shape()),
+            "rng_addr": In(range(cfg.encoder_lanes + 2)),
+            "rng_data": Out(32),
+            "rng_wdata": In(32),
+            "rng_we": In(1),
         })
+
+    def _rng_access(self, m):
+        enc, rt, ev = self.encoder, self.router, self.event_words
+        lanes = self._cfg.encoder_lanes
+        streams = [enc.states[k] for k in range(lanes)] + [rt.teacher_state, ev.state]
+        with m.Switch(self.rng_addr):
+            for k, value in enumerate(streams):
+                with m.Case(k):
+                    m.d.comb += self.rng_data.eq(value)
+        write = self.rng_we & ~self.busy
+        m.d.comb += [rt.teacher_state_in.eq(self.rng_wdata), ev.state_in.eq(self.rng_wdata),
+                     rt.teacher_load.eq(write & (self.rng_addr == lanes)),
+                     ev.load.eq(write & (self.rng_addr == lanes + 1)),
+                     enc.seeds_load.eq(write & (self.rng_addr < lanes))]
+        for k in range(lanes):
+            m.d.comb += enc.seeds[k].eq(Mux(self.rng_addr == k, self.rng_wdata, enc.states[k]))
 
     @staticmethod
     def _load(mem: SynapseMemory, w):
@@ -257,6 +284,7 @@ class NetworkCore(wiring.Component):
 
         # ---------------------------------------------------------------- fixed wiring
         connect(m, flipped(self.pixels), enc.pixels)
+        self._rng_access(m)
         # Input spikes come from the encoder, or in AER mode from the host's event stream.
         ext_active = Signal()
         m.d.comb += self.wants_events.eq(ext_active)

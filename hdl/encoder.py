@@ -198,6 +198,9 @@ class PoissonEncoder(wiring.Component):
         New lane states (non-zero), loaded by ``seeds_load``.
     seeds_load : ``In(1)``
         Strobe: load ``seeds`` into the lanes. Ignored while ``busy``.
+    states : ``Out(data.ArrayLayout(32, encoder_lanes))``
+        The lane states now (the golden model's ``rng[:encoder_lanes]`` between steps), so
+        the host can save them with the weights and a resumed run draws the same spikes.
     """
 
     def __init__(self, cfg: NetworkConfig, *, seed: int = 0):
@@ -227,6 +230,8 @@ class PoissonEncoder(wiring.Component):
             "spikes": Out(stream.Signature(range(self._n_input))),
             "seeds": In(data.ArrayLayout(unsigned(STATE_BITS), self._lanes)),
             "seeds_load": In(1),
+            "states": Out(data.ArrayLayout(unsigned(STATE_BITS), self._lanes),
+                          init=self._init_states),
         })
 
     @property
@@ -309,7 +314,7 @@ class PoissonEncoder(wiring.Component):
         row = Signal(range(self.depth + 1))
         s1_valid = Signal()
         s1_count = Signal(range(lanes + 1))   # valid columns of the row read
-        states = Signal(data.ArrayLayout(unsigned(STATE_BITS), lanes), init=self._init_states)
+        states = self.states
 
         m.d.comb += rate.intensity.eq(intensity)
         hits = Signal(lanes)

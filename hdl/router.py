@@ -377,6 +377,8 @@ class SpikeRouter(wiring.Component):
         Advance the teacher generator; ``teacher_fire`` is this draw's decision.
     teacher_fire : ``Out(1)``
         ``word < teacher_threshold`` for the word the next draw takes.
+    teacher_state : ``Out(32)``, teacher_load : ``In(1)``, teacher_state_in : ``In(32)``
+        The generator's xorshift32 state, and a load of a saved one (a draw wins).
     """
 
     def __init__(self, cfg: NetworkConfig, *, seed: int = 0):
@@ -405,6 +407,9 @@ class SpikeRouter(wiring.Component):
             "c_count": Out(self._count_bits),
             "teacher_draw": In(1),
             "teacher_fire": Out(1),
+            "teacher_state": Out(STATE_BITS, init=self._teacher_seed),
+            "teacher_load": In(1),
+            "teacher_state_in": In(STATE_BITS),
         })
         super().__init__(members)
 
@@ -461,9 +466,11 @@ class SpikeRouter(wiring.Component):
             if name == "e":
                 m.d.comb += self.e_total.eq(cnt.total)
 
-        state = Signal(STATE_BITS, init=self._teacher_seed)
+        state = self.teacher_state
         nxt = xorshift32_next(state)
         m.d.comb += self.teacher_fire.eq(xorshift32_word(nxt) < self._teacher_thr)
         with m.If(self.teacher_draw):
             m.d.sync += state.eq(nxt)
+        with m.Elif(self.teacher_load):
+            m.d.sync += state.eq(self.teacher_state_in)
         return m

@@ -28,6 +28,14 @@ reset clears. Calls that present images or touch weights read it back first (at 
 :attr:`Board.epoch_interval` seconds, and after every request that needed a retransmission)
 and raise :class:`BoardResetError` when it changed: the board lost its weights and θ, and
 :meth:`Board.resume` from a checkpoint restores them.
+
+Lost links
+----------
+A link whose device disappears (a USB adapter pulled, a card reset) raises
+:class:`~symspike.host.link.LinkError` inside a request. The driver then reopens the link,
+waiting up to :attr:`Board.reconnect_timeout` seconds for the device to come back, and sends
+the request again with the same ``SEQ`` (a board that executed it answers from its stored
+reply); after that it checks ``EPOCH``, since a board that lost power was reset as well.
 """
 
 from __future__ import annotations
@@ -46,10 +54,11 @@ import numpy as np
 
 from ..firmware.config import DATASETS, NetworkConfig, preset
 from ..firmware.protocol import (MAGIC, MAX_PAYLOAD, PHASE_FLAGS, VERSION, Error, FrameParser,
-                                 IdBlock, Phase, ProtocolError, Reg, Result, Type, encode)
+                                 IdBlock, Phase, ProtocolError, Reg, Result, Type, encode,
+                                 rng_registers)
 from ..sim.aer import AerEncoder
 from ..sim.network import CHECKPOINT_VERSION, CheckpointError, Model
-from .link import Link, open_link
+from .link import Link, LinkError, open_link
 
 __all__ = ["Board", "BoardError", "BoardResetError", "MODES", "LINE_ERRORS"]
 
@@ -101,6 +110,8 @@ class Board:
         Run seed of the host-side AER encoder (:class:`~symspike.sim.aer.AerEncoder`).
     check_epoch : bool
         Check the ``EPOCH`` register for board resets (see the module documentation).
+    reconnect_timeout : float
+        Seconds to wait for a lost link's device to come back (0: do not reopen).
 
     Attributes
     ----------
@@ -116,16 +127,19 @@ class Board:
         Least seconds between two ``EPOCH`` checks.
     stats : dict
         Link statistics: ``requests``, ``retransmissions``, ``timeouts``, ``line_naks``,
-        ``resyncs``, ``stale`` answers dropped.
+        ``resyncs``, ``stale`` answers dropped, ``reconnects``.
     """
 
     def __init__(self, link: Link, *, timeout: float = 1.0, work_timeout: float = 60.0,
-                 retries: int = 5, seed: int = 0, check_epoch: bool = True):
+                 retries: int = 5, seed: int = 0, check_epoch: bool = True,
+                 reconnect_timeout: float = 30.0):
         if not isinstance(link, Link):
             raise TypeError(f"link must be a Link, not {type(link).__name__}")
         for name, value in (("timeout", timeout), ("work_timeout", work_timeout)):
             if not value > 0:
                 raise ValueError(f"{name} must be positive, not {value!r}")
+        if not reconnect_timeout >= 0:
+            raise ValueError(f"reconnect_timeout must be ≥ 0 seconds, not {reconnect_timeout!r}")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ValueError(f"retries must be a non-negative int, not {retries!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -137,13 +151,14 @@ class Board:
         self.retries = retries
         self.seed = int(seed)
         self.check_epoch = bool(check_epoch)
+        self.reconnect_timeout = float(reconnect_timeout)
         self.epoch_interval = 0.5
         self.cfg = None
         self.id = None
         self.images_seen = 0
         self.encoder = None
         self.stats = dict.fromkeys(("requests", "retransmissions", "timeouts", "line_naks",
-                                    "resyncs", "stale"), 0)
+                                    "resyncs", "stale", "reconnects"), 0)
         self._parser = FrameParser()
         self._inbox = collections.deque()
         # A random first number makes a late answer from an earlier session unlikely to match.
@@ -157,7 +172,7 @@ class Board:
     @classmethod
     def open(cls, url: str, *, cfg: NetworkConfig | None = None, timeout: float = 1.0,
              work_timeout: float = 60.0, retries: int = 5, seed: int = 0,
-             check_epoch: bool = True) -> "Board":
+             check_epoch: bool = True, reconnect_timeout: float = 30.0) -> "Board":
         """Open the board at ``url`` (``serial://``, ``pcie://`` or ``sim://``).
 
         Sends ``IDENTIFY``, checks the ID block against ``cfg`` (:meth:`configure`) and writes
@@ -176,7 +191,8 @@ class Board:
         link = open_link(url, cfg=cfg)
         try:
             board = cls(link, timeout=timeout, work_timeout=work_timeout, retries=retries,
-                        seed=seed, check_epoch=check_epoch)
+                        seed=seed, check_epoch=check_epoch,
+                        reconnect_timeout=reconnect_timeout)
             board.url = url
             board.connect(cfg)
         except BaseException:
@@ -327,8 +343,12 @@ class Board:
         self._inbox.clear()
         attempts, renumbered, last = 0, False, ""
         while True:
-            self._link.write(frame)
-            kind, value = self._await(seq, type_, timeout)
+            try:
+                self._link.write(frame)
+                kind, value = self._await(seq, type_, timeout)
+            except LinkError as exc:
+                self._reconnect(exc)
+                kind, value = "lost", None
             if kind == "ack":
                 self._seq = (seq + 1) & 0xFF
                 if type_ == Type.IDENTIFY:
@@ -346,10 +366,15 @@ class Board:
                 continue
             if kind == "nak":
                 self._resync = True
+                if not self._checking and type_ != Type.IDENTIFY:
+                    # A board reset in the middle of a sequence (an AER presentation) refuses
+                    # what follows: say that it was reset, not that the request was wrong.
+                    self._guard_now()
                 raise BoardError(self._refusal(type_, value, payload))
             attempts += 1
-            last = (f"no answer in {timeout:g} s" if kind == "timeout" else
-                    f"NAK {_error_name(value)}")
+            last = {"timeout": f"no answer in {timeout:g} s",
+                    "lost": "the link was lost and reopened"}.get(kind) or \
+                f"NAK {_error_name(value)}"
             if attempts > self.retries:
                 self._resync = True
                 raise BoardError(
@@ -384,6 +409,21 @@ class Board:
                 self.stats["timeouts"] += 1
                 return "timeout", None
             self._inbox.extend(self._parser.feed(chunk))
+
+    def _reconnect(self, exc):
+        """Reopen a lost link, or raise ``exc`` (with what to do) when it does not return."""
+        reopen = getattr(self._link, "reopen", None)
+        if not self.reconnect_timeout or reopen is None:
+            raise exc
+        self.stats["reconnects"] += 1
+        try:
+            reopen(self.reconnect_timeout)
+        except LinkError as again:
+            raise LinkError(f"{exc}; it did not come back within {self.reconnect_timeout:g} "
+                            f"s ({again}): reconnect the board and resume from the last "
+                            f"checkpoint") from None
+        self._parser.reset()
+        self._inbox.clear()
 
     def _resynchronise(self):
         self.stats["resyncs"] += 1
@@ -750,27 +790,56 @@ class Board:
             part = theta[first:first + _THETA_PER_FRAME].astype("<u4")
             self._request(Type.WRITE_THETA, struct.pack("<H", first) + part.tobytes())
 
+    # ------------------------------------------------------------------ random streams
+    def _n_rng(self):
+        lanes = self.cfg.encoder_lanes if self.cfg is not None else self.id.encoder_lanes
+        return rng_registers(lanes)
+
+    def read_rng(self) -> np.ndarray:
+        """The states of the board's random streams (``Reg.RNG``), in the golden model's
+        ``rng`` order: encoder lanes, teacher, learning events."""
+        self._guard()
+        return np.array([self.read_reg(Reg.RNG + k) for k in range(self._n_rng())],
+                        dtype=np.int64)
+
+    def write_rng(self, states):
+        """Load the states of the board's random streams (as :meth:`read_rng` returns)."""
+        states = np.asarray(states)
+        n = self._n_rng()
+        if states.shape != (n,) or not np.issubdtype(states.dtype, np.integer) or \
+                states.min() <= 0 or states.max() >= 1 << 32:
+            raise ValueError(f"the board has {n} random streams, each a non-zero 32-bit "
+                             f"state; got {states!r}")
+        self._guard()
+        for k, value in enumerate(states):
+            self.write_reg(Reg.RNG + k, int(value))
+
     # ------------------------------------------------------------------ checkpoints
     def checkpoint(self, path, extra: dict | None = None):
         """Write the board's learned state to ``path`` atomically (a crash leaves the previous
-        file whole): weight codes, θ, the configuration, images seen, the session's ``EPOCH``
-        and the AER encoder's lanes, as an ``.npz`` in the golden model's checkpoint format
-        (kind ``"board"``).
+        file whole): weight codes, θ, the states of its random streams, the configuration,
+        images seen, the session's ``EPOCH`` and the AER encoder's lanes, as an ``.npz`` in
+        the golden model's checkpoint format (kind ``"board"``). Training resumed from it
+        continues exactly as if it had not stopped (with rest mode ``"reset"``, where no
+        neuron state carries over from one image to the next).
 
-        The board's own random streams (teacher, stochastic rounding) cannot be read, so
-        training resumed from a checkpoint is not bit-identical to an uninterrupted run
-        unless the board kept running in between.
+        ``EPOCH`` is read before and after the state: a board reset in between raises
+        :class:`BoardResetError` and writes nothing, so a checkpoint never holds the state
+        of a board that was reset behind the host's back.
         """
         path = Path(path)
+        self.check_reset()
         weights = self.read_weights()
         theta = self.read_theta()
+        rng = self.read_rng()
+        self.check_reset()
         meta = {"version": CHECKPOINT_VERSION, "kind": "board", "seed": self.seed,
                 "config": self.cfg.to_dict() if self.cfg is not None else None,
                 "id": dataclasses.asdict(self.id) if self.id is not None else None,
                 "images_seen": self.images_seen, "epoch": self._epoch, "url": self.url,
                 "extra": extra or {}}
         state = {"w_in": weights["w_in"], "w_ec": weights["w_ec"], "theta": theta,
-                 "images_seen": np.array(self.images_seen),
+                 "rng": rng, "images_seen": np.array(self.images_seen),
                  "epoch": np.array(self._epoch or 0, dtype=np.uint32)}
         if self.encoder is not None:
             state["encoder"] = np.array(self.encoder.lanes)
@@ -785,7 +854,8 @@ class Board:
         os.replace(tmp, path)
 
     def resume(self, path) -> dict:
-        """Load a checkpoint onto the board: weights, θ, images seen and the AER encoder.
+        """Load a checkpoint onto the board: weights, θ, the random streams, images seen and
+        the AER encoder.
 
         Reads checkpoints of :meth:`checkpoint` and of the golden model
         (:meth:`~symspike.sim.network.Model.save`, kind ``"golden"``). Works on a board that
@@ -830,6 +900,9 @@ class Board:
         self._new_epoch(ident)
         self.write_weights(state["w_in"], state["w_ec"])
         self.write_theta(state["theta"])
+        # A golden model's ``rng`` has the board's order; older board checkpoints have none.
+        if "rng" in state and np.size(state["rng"]) == self._n_rng():
+            self.write_rng(np.asarray(state["rng"]))
         self.images_seen = int(state.get("images_seen", 0))
         lanes = state.get("encoder")
         if lanes is None and kind == "golden" and "rng" in state and self.cfg is not None:

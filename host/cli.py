@@ -217,8 +217,6 @@ _NOT_ON_BOARD = (("model", "float", "--model float (the board computes the golde
                  ("mode", "layer", "--mode layer"),
                  ("eval_every", None, "--eval-every"),
                  ("keep_best", None, "--keep-best"),
-                 ("resume", None, "--resume (load a board checkpoint with "
-                  "`symspike infer --board URL CHECKPOINT`)"),
                  ("out", None, "--out (use --checkpoint DIR)"))
 
 
@@ -310,10 +308,12 @@ def _predictions_line(pred_board, pred_golden, labels):
 
 def _cmd_train_board(args):
     import time
+    import numpy as np
     from tqdm.auto import tqdm
     from ..sim.network import GoldenModel
     from ..sim.trainer import TrainingRun
     from .experiment import load_data
+    from .training import BoardTraining, RunMismatch
 
     for name, bad, label in _NOT_ON_BOARD:
         value = getattr(args, name)
@@ -322,6 +322,9 @@ def _cmd_train_board(args):
     if args.eta_final != 1.0:
         raise UsageError("--eta-final does not apply to training on a board (--board): the "
                          "board learns at constant rates")
+    if args.resume and args.checkpoint and Path(args.resume) != Path(args.checkpoint):
+        raise UsageError("--resume DIR continues the checkpoints in DIR; give --checkpoint "
+                         "the same folder or leave it out")
     exp = experiment_from_args(args)
     cfg = exp.config()
     url = _board_url(args.board, args)
@@ -334,11 +337,17 @@ def _cmd_train_board(args):
     # The order of the golden experiments (epochs after the first are shuffled by seed).
     stages = TrainingRun(GoldenModel(cfg, exp.seed) if golden is None else golden,
                          epochs=exp.epochs, progress=False).schedule(len(x))
+    order = np.concatenate([o for _, o in stages]) if stages else np.zeros(0, np.int64)
+    folder = args.resume or args.checkpoint
     ckpt = None
-    if args.checkpoint:
-        ckpt = Path(args.checkpoint)
-        ckpt.mkdir(parents=True, exist_ok=True)
-        ckpt = ckpt / "board.npz"
+    if folder:
+        ckpt = Path(folder) / "board.npz"
+        if args.resume and not ckpt.is_file():
+            raise UsageError(f"--resume {folder}: no board.npz there; give the --checkpoint "
+                             f"folder of an earlier `symspike train --board`")
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+    identity = {"dataset": exp.dataset, "train": len(x), "epochs": exp.epochs,
+                "seed": exp.seed, "config_id": cfg.config_id}
 
     board, vboard = _open_board(url, cfg, exp.seed, quiet)
     try:
@@ -346,36 +355,37 @@ def _cmd_train_board(args):
               f"{exp.seed}; {datasets.describe_source(exp.dataset, exp.data)}: {len(x)} "
               f"training × {exp.epochs} epoch(s), {len(xt)} test images, {args.input} input",
               flush=True)
+        run = BoardTraining(board, x, y, order, mode=args.input, checkpoint=ckpt,
+                            every=args.checkpoint_every if ckpt is not None else 0,
+                            identity=identity, progress=not quiet,
+                            log=lambda text: print(text, flush=True))
+        if args.resume:
+            try:
+                first = run.resume_from(ckpt)
+            except RunMismatch as exc:
+                raise UsageError(str(exc)) from None
+            print(f"resumed from {ckpt} at image {first} of {len(order)}", flush=True)
         start = time.perf_counter()
-        done = 0
-        every = args.checkpoint_every if ckpt is not None else 0
-        for _, order in stages:
-            step = every or len(order)
-            for first in range(0, len(order), step):
-                idx = order[first:first + step]
-                board.train(x[idx], y[idx], mode=args.input, progress=not quiet, finish=False)
-                done += len(idx)
-                if every and done % every == 0:
-                    board.checkpoint(ckpt)
-        board.finish_training()
+        done = run.run()
         wall = time.perf_counter() - start
         print(f"trained on the board: {done} images in {wall:.1f} s "
-              f"({done / wall:.2f} images/s)", flush=True)
+              f"({done / wall if wall else 0:.2f} images/s)"
+              + (f"; {run.recoveries} board reset(s) recovered, {run.replayed} image(s) "
+                 f"presented again" if run.recoveries else ""), flush=True)
         weights = board.read_weights(progress=not quiet)
         theta = board.read_theta()
-        if ckpt is not None:
-            board.checkpoint(ckpt)
         same = True
         if golden is not None:
-            with tqdm(total=done, desc=f"train golden N={cfg.n_exc}", unit="img", leave=False,
-                      disable=quiet) as bar:
-                for _, order in stages:
-                    for k in order:
-                        golden.present(x[k], int(y[k]), "both")
-                        bar.update(1)
+            with tqdm(total=len(order), desc=f"train golden N={cfg.n_exc}", unit="img",
+                      leave=False, disable=quiet) as bar:
+                for k in order:
+                    golden.present(x[k], int(y[k]), "both")
+                    bar.update(1)
             golden.finish_training()
             same, text = _compare(weights, theta, golden)
-            print(text, flush=True)
+            print(text + ("; the golden model trained without interruption" if args.resume
+                                 or run.recoveries else ""),
+                  flush=True)
         if len(xt):
             pred = board.infer(xt, mode=args.input, progress=not quiet)
             if golden is not None:
@@ -627,7 +637,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_board_arguments(b)
     b.add_argument("--checkpoint", metavar="DIR",
                    help="save the board's state to DIR/board.npz every --checkpoint-every "
-                        "images and at the end")
+                        "images and at the end; a board reset is then recovered from by "
+                        "itself, and --resume DIR continues the run after the host stopped")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("infer", help="test a trained run, or a board, on images")

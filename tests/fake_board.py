@@ -25,7 +25,7 @@ import numpy as np
 
 from symspike.firmware.protocol import (AER_STEP_END, COMMANDS, MAGIC, MAX_PAYLOAD, PHASE_FLAGS,
                                         SYNC, VERSION, Error, IdBlock, Phase, Reg, Result, Type,
-                                        crc16, encode)
+                                        crc16, encode, rng_registers)
 from symspike.host.link import Link
 from symspike.sim.network import GoldenModel
 
@@ -211,6 +211,8 @@ class FakeBoard:
                 Reg.PRESENTATIONS: self.presentations}
         for code in Error:
             regs[Reg.ERRORS + code] = self.errors[code]
+        for k in range(rng_registers(self.cfg.encoder_lanes)):
+            regs[Reg.RNG + k] = int(self.model.rng[k])
         return regs
 
     def _phase(self, flags, label):
@@ -236,9 +238,17 @@ class FakeBoard:
             return struct.pack("<I", regs[addr])
         if type_ == Type.WRITE_REG:
             addr, value = struct.unpack("<HI", p)
-            if addr != Reg.EPOCH:
+            k = addr - Reg.RNG
+            if addr == Reg.EPOCH:
+                self.epoch = value
+            elif not 0 <= k < rng_registers(self.cfg.encoder_lanes):
                 raise _Refuse(Error.ADDRESS)
-            self.epoch = value
+            elif value == 0:
+                raise _Refuse(Error.ARGUMENT)
+            elif self._busy():
+                raise _Refuse(Error.STATE)
+            else:
+                self.model.rng[k] = value
             return b""
         if type_ == Type.PRESENT:
             flags, label = p[0], p[1]

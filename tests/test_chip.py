@@ -154,10 +154,36 @@ def test_registers_sequence_and_errors():
 def test_training_presentation_matches_golden(mnist_small):
     x, y = mnist_small[0], mnist_small[1]
 
+    n_rng = P.rng_registers(CFG.encoder_lanes)
+
+    async def rng(link, seq):
+        return [struct.unpack("<I", ack(await link.request(
+            T.READ_REG, seq + k, struct.pack("<H", P.Reg.RNG + k)), seq + k))[0]
+            for k in range(n_rng)]
+
     async def bench(link, golden):
         ack(await link.request(T.IDENTIFY, 0), 0)
-        seq = 1
+        assert await rng(link, 1) == [int(r) for r in golden.rng]
+        seq = 1 + n_rng
         for k in range(2):
+            if k == 1:
+                # The random streams read back as the golden model's, and a loaded state
+                # is where the next presentation continues (a resumed run).
+                assert await rng(link, seq) == [int(r) for r in golden.rng]
+                seq += n_rng
+                for j in range(n_rng):
+                    value = 0x9E3779B9 ^ (j * 0x01000193)
+                    ack(await link.request(T.WRITE_REG, seq, struct.pack(
+                        "<HI", P.Reg.RNG + j, value)), seq, b"")
+                    golden.rng[j] = value
+                    seq += 1
+                nak(await link.request(T.WRITE_REG, seq, struct.pack("<HI", P.Reg.RNG, 0)),
+                    seq, E.ARGUMENT, T.WRITE_REG)
+                nak(await link.request(T.WRITE_REG, seq + 1, struct.pack(
+                    "<HI", P.Reg.RNG + n_rng, 5)), seq + 1, E.ADDRESS, T.WRITE_REG)
+                nak(await link.request(T.READ_REG, seq + 2, struct.pack(
+                    "<H", P.Reg.RNG + n_rng)), seq + 2, E.ADDRESS, T.READ_REG)
+                seq += 3
             flags = P.PHASE_FLAGS["both"]
             res = P.Result.unpack(ack(await link.request(
                 T.PRESENT, seq, bytes([flags, int(y[k])]) + x[k].tobytes()), seq))
@@ -173,6 +199,8 @@ def test_training_presentation_matches_golden(mnist_small):
         theta = ack(await link.request(T.READ_THETA, seq, struct.pack("<HH", 0, 8)), seq)
         assert struct.unpack("<8I", theta) == tuple(int(t) for t in golden.theta)
         seq += 1
+        assert await rng(link, seq) == [int(r) for r in golden.rng]
+        seq += n_rng
         for proj, w in ((0, golden.w_in), (1, golden.w_ec)):
             for row in (0, 5, 300, 783) if proj == 0 else range(8):
                 got = ack(await link.request(T.READ_ROW, seq, struct.pack("<BH", proj, row)),

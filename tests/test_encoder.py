@@ -39,9 +39,11 @@ def simulate(dut, script, *, stall=0.0, gap=0.0, tb_seed=0):
 
     ``script`` is a list of ``("load", image)``, ``("partial", image, count)`` (the first
     ``count`` pixels only), ``("seeds", states)`` and ``("step", intensity)``; returns the
-    spike list and the number of cycles ``busy`` was high of every step.
+    spike list and the number of cycles ``busy`` was high of every step. The lane states
+    after each step are appended to ``dut.states_seen`` (the golden model's ``rng``).
     """
     spikes, busy_runs = [], []
+    dut.states_seen = []
 
     async def bench(ctx):
         rng = np.random.default_rng(tb_seed)
@@ -64,6 +66,7 @@ def simulate(dut, script, *, stall=0.0, gap=0.0, tb_seed=0):
                 spikes.append(await stream_get_until(ctx, dut.spikes, dut.done, rng=rng,
                                                      stall=stall))
                 assert not ctx.get(dut.busy)
+                dut.states_seen.append([int(v) for v in ctx.get(dut.states)])
                 await ctx.tick()   # lets the cycle counter see busy low
             else:
                 raise ValueError(op)
@@ -99,13 +102,16 @@ def golden(lanes, seed, script):
         elif op == "step":
             model.run_steps(1, image=image, intensity=args[0])
             out.append(np.flatnonzero(model.pend_in).tolist())
+            golden.states.append([int(v) for v in model.rng[:lanes]])
     return out
 
 
 def check(lanes, seed, script, **kw):
     dut = PoissonEncoder(preset(10, encoder_lanes=lanes), seed=seed)
     got = simulate(dut, script, **kw)
+    golden.states = []
     want = golden(lanes, seed, script)
+    assert dut.states_seen == golden.states
     assert len(got) == len(want)
     for t, ((spikes, _), expect) in enumerate(zip(got, want)):
         assert spikes == expect, f"step {t}: {len(spikes)} spikes, expected {len(expect)}"

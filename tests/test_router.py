@@ -490,6 +490,47 @@ def test_teacher_matches_golden_model():
     assert got == want
 
 
+def test_teacher_state_saved_and_loaded():
+    """``teacher_state`` follows the stream; a loaded state is where the draws continue, as
+    in a golden model given the same ``rng[teacher]``; a draw in the same cycle wins."""
+    cfg = preset(12, teacher_rate=1000.0, encoder_lanes=2)
+    seed, loaded = 3, 0x2545F491
+    state = int(stream_seeds(seed, 2)["teacher"])
+    dut = SpikeRouter(cfg, seed=seed)
+    got = []
+
+    async def bench(ctx):
+        nonlocal state
+        for _ in range(5):
+            assert ctx.get(dut.teacher_state) == state
+            ctx.set(dut.teacher_draw, 1)
+            await ctx.tick()
+            state = xorshift32_py(state)
+        ctx.set(dut.teacher_draw, 0)
+        ctx.set(dut.teacher_load, 1)
+        ctx.set(dut.teacher_state_in, loaded)
+        await ctx.tick()
+        ctx.set(dut.teacher_load, 0)
+        assert ctx.get(dut.teacher_state) == loaded
+        for _ in range(50):
+            got.append(ctx.get(dut.teacher_fire))
+            ctx.set(dut.teacher_draw, 1)
+            await ctx.tick()
+        ctx.set(dut.teacher_load, 1)
+        ctx.set(dut.teacher_state_in, 12345)
+        await ctx.tick()
+        assert ctx.get(dut.teacher_state) != 12345
+
+    run(dut, bench)
+    model = GoldenModel(cfg, seed=seed)
+    model.rng[2] = loaded
+    want = []
+    for _ in range(50):
+        model.run_steps(1, label=4, phase="output")
+        want.append(int(model.pend_c[4]))
+    assert got == want and 10 < sum(got) < 40
+
+
 def test_router_ports_and_validation():
     cfg = preset(22)
     with pytest.raises(TypeError, match="NetworkConfig"):

@@ -106,8 +106,9 @@ class RouterBench:
             self.drive(self.src[q][0], 0)
             self.drive(self.src[q][1], 0)
             self.drive(self.dst[q][2], 0)
-        for name in ("count", "clear", "flush", "teacher_draw", "e_count_addr", "c_count_addr",
-                     "acc_add__valid", "acc_add__payload", "acc_start", "acc_out__ready"):
+        for name in ("count", "clear", "flush", "teacher_draw", "teacher_load",
+                     "teacher_state_in", "e_count_addr", "c_count_addr", "acc_add__valid",
+                     "acc_add__payload", "acc_start", "acc_out__ready"):
             self.drive(getattr(dut, name), 0)
         await ClockCycles(dut.clk, 3)
         await FallingEdge(dut.clk)

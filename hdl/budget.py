@@ -57,6 +57,8 @@ __all__ = [
     "reset_cycles",
     "begin_cycles",
     "theta_cycles",
+    "INSTR",
+    "prologue_cycles",
     "presentation_overhead",
     "presentation_cycles",
     "image_cycles",
@@ -413,19 +415,51 @@ def theta_cycles(cfg, learn_in: bool) -> int:
     return lif.step_cycles(g.n, g.pipelines) if learn_in else 1
 
 
-def presentation_overhead(cfg: NetworkConfig, *, learn_in: bool, learn_ec: bool,
-                          queued: int = 0, sums_in=None, sums_ec=None) -> int:
-    """Cycles of one presentation outside its time steps::
+#: Cycles of one sequencer instruction that does not wait for a unit: ``FETCH``, ``DECODE``,
+#: ``EXECUTE``.
+INSTR = 3
 
-        S_in + S_ec + 1 (SCALED) + R + (max(N, 10) + 2) + Θ + 1 (CHECK)
+
+def prologue_cycles(cfg=None) -> int:
+    """Cycles of the default program (``firmware/programs/present.s``) before its first
+    scaling pass: ``minspk``, ``maxint``, ``intensity`` and the fetch of ``scale``,
+    ``4 · INSTR``."""
+    return 4 * INSTR
+
+
+def presentation_overhead(cfg: NetworkConfig, *, learn_in: bool, learn_ec: bool,
+                          queued: int = 0, sums_in=None, sums_ec=None,
+                          ending: str = "") -> int:
+    """Cycles of one presentation of the default program outside its time steps, from its
+    ``SCALE_IN`` to the next presentation's (or to ``DONE``)::
+
+        S_in + S_ec + 2                 scale: the passes, SCALED, RETURN
+        + 3 + R + 1                     reset (rest = "reset"): RESET…, RETURN
+        + 2 + (max(N, 10) + 2)          clear: the counters' walk
+        + 2·3 (+ 2·3)                   flags, steps (and rest = "simulate": flags, steps)
+        + 3 + Θ                         theta
+        + 2·3                           jaer, jspikes
+        + 4·3 | 3 | 2·3                 again: jint, inc, jmp, next fetch of scale |
+                                        enough spikes: halt | intensity at its maximum: jint, halt
 
     ``S_in``, ``S_ec``: :func:`scaling_cycles` of a learning layer, else 1; ``R``:
-    :func:`reset_cycles` with ``rest = "reset"``, else 0; ``Θ``: :func:`theta_cycles`.
+    :func:`reset_cycles`; ``Θ``: :func:`theta_cycles`; ``ending``: ``""`` when another
+    presentation follows, ``"spikes"`` or ``"intensity"`` for the last one (why the rule
+    stopped). A program loaded over the link has its own overhead.
     """
+    if ending not in ("", "spikes", "intensity"):
+        raise ValueError(f"ending must be '', 'spikes' or 'intensity', not {ending!r}")
     s_in = scaling_cycles(cfg, "in", sums_in) if learn_in else 1
     s_ec = scaling_cycles(cfg, "ec", sums_ec) if learn_ec else 1
-    rest = reset_cycles(cfg, queued) if cfg.rest == "reset" else 0
-    return s_in + s_ec + 1 + rest + begin_cycles(cfg) + theta_cycles(cfg, learn_in) + 1
+    total = s_in + s_ec + 2
+    if cfg.rest == "reset":
+        total += INSTR + reset_cycles(cfg, queued) + 1
+    total += INSTR - 1 + begin_cycles(cfg)
+    total += 2 * INSTR * (2 if cfg.rest == "simulate" else 1)
+    total += INSTR + theta_cycles(cfg, learn_in)
+    total += 2 * INSTR
+    total += {"": 4, "spikes": 1, "intensity": 2}[ending] * INSTR
+    return total
 
 
 # --------------------------------------------------------------------------- activity
@@ -465,6 +499,9 @@ class PresentationActivity:
     steps: list = field(default_factory=list)
     sums_in: np.ndarray | None = None
     sums_ec: np.ndarray | None = None
+    #: ``""`` if another presentation follows, else why the rule stopped: ``"spikes"``
+    #: (enough E spikes) or ``"intensity"`` (the maximum reached).
+    ending: str = ""
 
 
 def presentation_cycles(cfg: NetworkConfig, pres: PresentationActivity, *,
@@ -474,7 +511,7 @@ def presentation_cycles(cfg: NetworkConfig, pres: PresentationActivity, *,
     total = presentation_overhead(
         cfg, learn_in=pres.learn_in, learn_ec=pres.learn_ec, queued=pres.queued,
         sums_in=pres.sums_in if exact_sums else None,
-        sums_ec=pres.sums_ec if exact_sums else None)
+        sums_ec=pres.sums_ec if exact_sums else None, ending=pres.ending)
     for s in pres.steps:
         total += step_cycles(g, n_in=s.n_in, n_e=s.n_e, n_c=s.n_c, learn_in=pres.learn_in,
                              learn_ec=pres.learn_ec, nonzero=pres.nonzero,
@@ -485,8 +522,9 @@ def presentation_cycles(cfg: NetworkConfig, pres: PresentationActivity, *,
 
 def image_cycles(cfg: NetworkConfig, presentations, *, exact_sums: bool = True) -> int:
     """Cycles of a ``PRESENT`` command, from ``start`` to ``done`` inclusive (the cycles
-    ``busy`` is high): every presentation's and one for ``DONE``."""
-    return sum(presentation_cycles(cfg, p, exact_sums=exact_sums) for p in presentations) + 1
+    ``busy`` is high): the program's prologue, every presentation's and one for ``DONE``."""
+    return prologue_cycles(cfg) + sum(presentation_cycles(cfg, p, exact_sums=exact_sums)
+                                      for p in presentations) + 1
 
 
 def record_activity(model, image, label: int = -1, phase: str = "test") -> list:
@@ -553,7 +591,11 @@ def record_activity(model, image, label: int = -1, phase: str = "test") -> list:
         if learn_in:
             model._decay_theta()
         out.append(pres)
-        if counts_e.sum() >= cfg.min_spikes or intensity >= cfg.intensity_max:
+        if counts_e.sum() >= cfg.min_spikes:
+            pres.ending = "spikes"
+            break
+        if intensity >= cfg.intensity_max:
+            pres.ending = "intensity"
             break
         intensity += 1
     if phase != "test":
@@ -630,7 +672,8 @@ def image_cycles_estimate(cfg: NetworkConfig, image, label: int = -1, phase: str
         s_ec = scaling_cycles(cfg, "ec", p.sums_ec) if p.learn_ec else 0
         rest = reset_cycles(cfg, p.queued) if cfg.rest == "reset" else 0
         over = presentation_overhead(cfg, learn_in=p.learn_in, learn_ec=p.learn_ec,
-                                     queued=p.queued, sums_in=p.sums_in, sums_ec=p.sums_ec)
+                                     queued=p.queued, sums_in=p.sums_in, sums_ec=p.sums_ec,
+                                     ending=p.ending)
         br["scaling"] += s_in + s_ec
         br["reset"] += rest
         br["other"] += over - s_in - s_ec - rest
@@ -648,6 +691,6 @@ def image_cycles_estimate(cfg: NetworkConfig, image, label: int = -1, phase: str
             br["phase_b"] += phase_b_cycles(g, nonzero=p.nonzero, e_spikes=s.e_spikes,
                                             c_spikes=s.c_spikes, hit_ranks=s.hit_ranks,
                                             input_on=s.input_on)
-    br["other"] += 1        # DONE
+    br["other"] += prologue_cycles(cfg) + 1        # and DONE
     total = sum(br.values())
     return ImageEstimate(total, len(acts), steps, br, acts)

@@ -55,13 +55,15 @@ UNITS = ("lif_ei", "lif_c", "traces", "encoder")
 
 
 def _split(trace):
-    """The presentations of one command from ``(state, done pulses)`` per busy cycle."""
+    """``(prologue cycles, presentations)`` of one command from ``(state, done pulses)`` per
+    busy cycle; a presentation runs from its ``SCALE_IN`` to the next one's."""
     pres = []
     cur = None
+    prologue = 0
     step_len = a_len = 0
     since_b, units = None, {}
     for name, dones in trace:
-        if name == "SCALE_IN" and (cur is None or cur.steps or cur.states.get("CHECK")):
+        if name == "SCALE_IN":
             cur = SimPresentation()
             pres.append(cur)
         if since_b is not None:
@@ -81,9 +83,11 @@ def _split(trace):
                 cur.units.append(units)
                 step_len = a_len = 0
                 since_b = None
+        elif cur is None:
+            prologue += 1
         else:
             cur.states[name] = cur.states.get(name, 0) + 1
-    return pres
+    return prologue, pres
 
 
 def simulate_budget(cfg, seed, images, labels, phase):
@@ -91,9 +95,9 @@ def simulate_budget(cfg, seed, images, labels, phase):
 
     Returns
     -------
-    list of (int, list of SimPresentation)
+    list of (int, int, list of SimPresentation)
         Per image, the cycles of the ``PRESENT`` command as the core harness counts them
-        (``start`` to ``done``) and its presentations.
+        (``start`` to ``done``), the program's prologue and its presentations.
     """
     golden = GoldenModel(cfg, seed)
     dut = NetworkCore(cfg, seed=seed, w_in=golden.w_in.copy(), w_ec=golden.w_ec.copy())
@@ -111,7 +115,7 @@ def simulate_budget(cfg, seed, images, labels, phase):
             cycles = await present(ctx, dut, img, int(lab), phase)
             recording[0] = False
             busy = [t for t in trace if t[0] != "IDLE"]
-            results.append((cycles, _split(busy[:-1])))   # the last is DONE
+            results.append((cycles, *_split(busy[:-1])))   # the last is DONE
 
     dones = [getattr(dut, unit).done for unit in UNITS]
 

@@ -2,7 +2,7 @@
 
 Every link moves raw bytes and knows nothing of frames; the framed protocol
 (``firmware/protocol.py``) and its retries live in :class:`~symspike.host.board.Board`. A link
-offers four calls:
+offers these calls:
 
 ``write(data)``
     Send all of ``data``.
@@ -11,6 +11,11 @@ offers four calls:
     seconds pass without a byte.
 ``reset_input()``
     Drop bytes received but not read yet.
+``reopen(timeout)``
+    Release the device and open it again, waiting up to ``timeout`` seconds for it to come
+    back: after a USB serial adapter was pulled out and plugged in again, say. The links here
+    all have it; a link that cannot reopen has ``reopen = None``. A read or write on a device
+    that has gone raises :class:`LinkError` at once.
 ``close()``
     Release the device (idempotent).
 
@@ -26,7 +31,12 @@ offers four calls:
   ``pcie://`` URL. Without an executable the chip (``symspike.hdl.chip.ChipTop``) is built
   for the configuration given to :func:`open_link` (else ``preset(n_exc)``) with the options
   ``n_exc``, ``seed`` and ``divisor``; ``baud``, ``waves``, ``stats``, ``max_cycles`` and
-  ``timeout`` go to ``VirtualBoard.start``.
+  ``timeout`` go to ``VirtualBoard.start``. Faults for testing a host on a noisy link:
+  ``flip=P`` flips one random bit of each byte crossing the UART, either way, with
+  probability ``P``; ``drop=P`` loses bytes with probability ``P``; ``flip_seed=S`` seeds both
+  (default 0; same seed, same faults). ``path=PATH`` makes ``PATH`` a symbolic link to the
+  board's pseudo-terminal, which the link then opens: a path that survives
+  ``VirtualBoard.unplug``. For example ``sim://?flip=0.001&flip_seed=3``.
 """
 
 from __future__ import annotations
@@ -39,6 +49,11 @@ import select
 import time
 from urllib.parse import parse_qsl, urlsplit
 
+try:
+    import termios
+except ImportError:         # not a POSIX system
+    termios = None
+
 __all__ = ["LinkError", "Link", "SerialLink", "PcieLink", "MmioRegisters", "SimLink",
            "open_link", "parse_url", "DEFAULT_BAUD"]
 
@@ -50,6 +65,14 @@ BAR_BYTES = 4096
 SIM_DIVISOR = 4
 #: How long one blocking serial read waits before the deadline is checked again.
 _SERIAL_POLL_S = 0.02
+#: How often :meth:`Link.reopen` tries a device that is not back yet.
+_REOPEN_POLL_S = 0.05
+#: Errors of a tty whose device has gone: pyserial's (an ``OSError``), the system's, and
+#: those of ``termios`` calls (``flush``, ``reset_input_buffer``), which are not ``OSError``.
+_TTY_ERRORS = (OSError,) + ((termios.error,) if termios is not None else ())
+#: ``errno`` values of a device that is absent for now (unplugged, not yet back) rather than
+#: refused: opening it again later may work.
+_ABSENT = (errno.ENOENT, errno.ENODEV, errno.ENXIO, errno.EIO)
 
 _EXAMPLES = ("serial:///dev/ttyUSB1?baud=3000000, pcie:///dev/xdma0 or sim://")
 
@@ -104,18 +127,49 @@ def parse_url(url: str) -> tuple[str, str, dict]:
 
 
 def _open_error(path, exc, what, check):
-    """One-line :class:`LinkError` for an ``OSError`` raised while opening ``path``."""
+    """One-line :class:`LinkError` for an ``OSError`` raised while opening ``path``; its
+    ``absent`` attribute says whether the device may just not be there yet."""
     code = getattr(exc, "errno", None)
     if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
-        return LinkError(f"no {what} at {path}: {check}")
-    if code in (errno.EACCES, errno.EPERM):
-        return LinkError(f"permission denied on {path}: give your user access to the {what} "
-                         f"(e.g. a udev rule or the group that owns it) or run with "
-                         f"sufficient rights")
-    if code == errno.EBUSY:
-        return LinkError(f"{path} is busy: another program holds the {what}; close it first")
-    reason = getattr(exc, "strerror", None) or str(exc)
-    return LinkError(f"cannot open the {what} at {path}: {reason}")
+        error = LinkError(f"no {what} at {path}: {check}")
+    elif code in (errno.EACCES, errno.EPERM):
+        error = LinkError(f"permission denied on {path}: give your user access to the {what} "
+                          f"(e.g. a udev rule or the group that owns it) or run with "
+                          f"sufficient rights")
+    elif code == errno.EBUSY:
+        error = LinkError(f"{path} is busy: another program holds the {what}; close it first")
+    else:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        error = LinkError(f"cannot open the {what} at {path}: {reason}")
+    error.absent = code in _ABSENT
+    return error
+
+
+def _retry_open(open_once, timeout, what):
+    """``open_once()``, tried again while it fails because the device is absent.
+
+    A device refused for another reason (permission, busy) fails at once: waiting would not
+    help. After ``timeout`` seconds the last failure is raised, prefixed with ``what``.
+    """
+    deadline = time.monotonic() + max(timeout, 0.0)
+    while True:
+        try:
+            return open_once()
+        except LinkError as exc:
+            if not getattr(exc, "absent", False):
+                raise LinkError(f"{what}: {exc}") from None
+            if time.monotonic() >= deadline:
+                raise LinkError(f"{what}: the device did not come back within {timeout:g} s "
+                                f"({exc})") from None
+        time.sleep(_REOPEN_POLL_S)
+
+
+def _reason(exc):
+    """What went wrong, in words, for an ``OSError`` or a ``termios.error``."""
+    args = getattr(exc, "args", ())
+    if termios is not None and isinstance(exc, termios.error) and len(args) == 2:
+        return str(args[1])
+    return str(exc)
 
 
 class Link:
@@ -131,6 +185,11 @@ class Link:
 
     def reset_input(self):
         raise NotImplementedError
+
+    #: ``reopen(timeout)`` of a link that can release its device and open it again, waiting
+    #: up to ``timeout`` seconds for it to come back (raising :class:`LinkError` if it does
+    #: not); ``None`` for a link that cannot, which a driver then treats as lost for good.
+    reopen = None
 
     def close(self):
         raise NotImplementedError
@@ -154,72 +213,105 @@ class SerialLink(Link):
     Parameters
     ----------
     port : str
-        Device (``/dev/ttyUSB1``, ``COM3``).
+        Device (``/dev/ttyUSB1``, ``COM3``), or a symbolic link to one.
     baud : int
         Baud rate; 8 data bits, no parity, one stop bit.
     rtscts : bool
         Hardware flow control.
+
+    Notes
+    -----
+    When the device disappears (a USB adapter pulled out), every call raises
+    :class:`LinkError` at once; :meth:`reopen` then waits for the same path to come back.
     """
 
     def __init__(self, port: str, baud: int = DEFAULT_BAUD, *, rtscts: bool = False):
-        import serial
-
         self.port = port
         self.baud = baud
+        self.rtscts = rtscts
         self.url = f"serial://{port}?baud={baud}"
+        self._port = None
+        self._port = self._open()
+
+    def _open(self):
+        import serial
+
         try:
             # A fixed short timeout: changing a port's timeout reprograms the tty, so reads
             # wait in short slices against their own deadline instead.
-            self._port = serial.Serial(port, baud, timeout=_SERIAL_POLL_S, write_timeout=10.0,
-                                       rtscts=rtscts)
+            return serial.Serial(self.port, self.baud, timeout=_SERIAL_POLL_S,
+                                 write_timeout=10.0, rtscts=self.rtscts)
         except serial.SerialException as exc:
-            raise _open_error(port, exc, "serial device",
+            raise _open_error(self.port, exc, "serial device",
                               "is the board plugged in and powered, and is this its UART? "
                               "(list the candidates with: python -m serial.tools.list_ports)"
                               ) from None
         except ValueError as exc:
-            raise LinkError(f"cannot use baud rate {baud} on {port}: {exc}") from None
+            raise LinkError(f"cannot use baud rate {self.baud} on {self.port}: {exc}") from None
 
     def _lost(self, exc):
-        return LinkError(f"lost the serial link {self.port}: {exc}; check the cable and that "
-                         f"no other program uses the port")
+        if not os.path.exists(self.port):
+            return LinkError(f"the serial device {self.port} has gone ({_reason(exc)}): the "
+                             f"board or its USB adapter was unplugged or powered off; plug it "
+                             f"back in and reopen the link")
+        return LinkError(f"lost the serial link {self.port}: {_reason(exc)}; check the cable "
+                         f"and that no other program uses the port")
+
+    def _require_open(self):
+        if self._port is None:
+            raise LinkError(f"the serial link {self.port} is closed; reopen it first")
+        return self._port
 
     def write(self, data: bytes):
-        import serial
-
+        port = self._require_open()
         try:
-            self._port.write(data)
-            self._port.flush()
-        except (serial.SerialException, OSError) as exc:
+            port.write(data)
+            port.flush()
+        except _TTY_ERRORS as exc:
             raise self._lost(exc) from None
 
     def read(self, n: int, timeout: float) -> bytes:
-        import serial
-
+        port = self._require_open()
         deadline = time.monotonic() + max(timeout, 0.0)
         try:
             while True:
-                data = self._port.read(1)
+                data = port.read(1)
                 if data:
-                    more = min(n - 1, self._port.in_waiting)
-                    return data + self._port.read(more) if more > 0 else data
+                    more = min(n - 1, port.in_waiting)
+                    return data + port.read(more) if more > 0 else data
                 if time.monotonic() >= deadline:
                     return b""
-        except (serial.SerialException, OSError) as exc:
+        except _TTY_ERRORS as exc:
             raise self._lost(exc) from None
 
     def reset_input(self):
-        import serial
-
+        port = self._require_open()
         try:
-            self._port.reset_input_buffer()
-        except (serial.SerialException, OSError) as exc:
+            port.reset_input_buffer()
+        except _TTY_ERRORS as exc:
             raise self._lost(exc) from None
+
+    def reopen(self, timeout: float = 5.0):
+        """Close the port and open its path again, retrying for ``timeout`` seconds while the
+        device is absent (a USB adapter not plugged back in yet).
+
+        Raises
+        ------
+        LinkError
+            The device did not come back within ``timeout`` seconds, or refused to open
+            (permission, busy); the link stays closed and may be reopened later.
+        """
+        self.close()
+        self._port = _retry_open(self._open, timeout,
+                                 f"cannot reopen the serial link {self.port}")
 
     def close(self):
         port, self._port = getattr(self, "_port", None), None
         if port is not None:
-            port.close()
+            try:
+                port.close()
+            except _TTY_ERRORS:
+                pass        # the device has gone: there is nothing left to release
 
 
 # ------------------------------------------------------------------------------ PCIe
@@ -302,10 +394,13 @@ class PcieLink(Link):
         self.h2c_path = f"{base}_h2c_{channel}"
         self.c2h_path = f"{base}_c2h_{channel}"
         self.user_path = f"{base}_user"
-        check = ("is the card in the slot, its bitstream loaded and the xdma driver loaded? "
-                 "(ls /dev/xdma*)")
         self._wfd = self._rfd = None
         self.registers = None
+        self._open()
+
+    def _open(self):
+        check = ("is the card in the slot, its bitstream loaded and the xdma driver loaded? "
+                 "(ls /dev/xdma*)")
         try:
             try:
                 self._rfd = os.open(self.c2h_path, os.O_RDONLY | os.O_NONBLOCK)
@@ -328,7 +423,25 @@ class PcieLink(Link):
         return LinkError(f"lost the PCIe link {self.base}: {exc}; check the card and the "
                          f"xdma driver (dmesg)")
 
+    def _require_open(self):
+        if self._rfd is None:
+            raise LinkError(f"the PCIe link {self.base} is closed; reopen it first")
+
+    def reopen(self, timeout: float = 5.0):
+        """Close the device files and open them again, retrying for ``timeout`` seconds
+        while they are absent (driver reloading, virtual board restarting).
+
+        Raises
+        ------
+        LinkError
+            The devices did not come back within ``timeout`` seconds, or refused to open; the
+            link stays closed and may be reopened later.
+        """
+        self.close()
+        _retry_open(self._open, timeout, f"cannot reopen the PCIe link {self.base}")
+
     def write(self, data: bytes):
+        self._require_open()
         view = memoryview(bytes(data))
         try:
             while view:
@@ -338,6 +451,7 @@ class PcieLink(Link):
             raise self._lost(exc) from None
 
     def read(self, n: int, timeout: float) -> bytes:
+        self._require_open()
         deadline = time.monotonic() + max(timeout, 0.0)
         try:
             while True:
@@ -358,6 +472,7 @@ class PcieLink(Link):
             raise self._lost(exc) from None
 
     def reset_input(self):
+        self._require_open()
         try:
             while select.select([self._rfd], [], [], 0)[0]:
                 try:
@@ -423,6 +538,52 @@ class SimLink(Link):
     def reset_input(self):
         self._link.reset_input()
 
+    def reopen(self, timeout: float = 5.0):
+        """Reopen the link to the board, which keeps running.
+
+        Over the serial link this first waits for the board's link to be plugged in again
+        (``VirtualBoard.unplug``), then opens the stable ``path=`` of the URL, or else the
+        board's current pseudo-terminal, which may have changed.
+
+        Raises
+        ------
+        LinkError
+            The link was closed (closing stops the board: open a new one), the simulator has
+            exited, or the link did not come back within ``timeout`` seconds.
+        """
+        if self._link is None:
+            raise LinkError(f"{self.url} is closed, and its virtual board stopped: open the "
+                            f"link again to start a new one")
+        vboard = self.vboard
+        if not getattr(vboard, "alive", True):
+            status = getattr(vboard, "returncode", "?")
+            raise LinkError(f"cannot reopen {self.url}: the virtual board's simulator has "
+                            f"exited (status {status}); open the link again to start a new one")
+        if not isinstance(self._link, SerialLink):
+            self._link.reopen(timeout)
+            return
+        deadline = time.monotonic() + max(timeout, 0.0)
+        wait_plugged = getattr(vboard, "wait_plugged", None)
+        if wait_plugged is not None and not wait_plugged(max(timeout, 0.0)):
+            raise LinkError(f"cannot reopen {self.url}: the virtual board's serial link was not "
+                            f"plugged in again within {timeout:g} s (or its simulator exited)")
+        inner = self._link
+        inner.close()
+
+        def attempt():
+            # Looked up at every try: the board may report its new pseudo-terminal only after
+            # the host noticed the old one had gone.
+            url = (getattr(vboard, "link_url", None) or getattr(vboard, "serial_url", None)
+                   or inner.url)
+            if url == self._link.url:
+                self._link._port = self._link._open()
+            else:
+                # A fresh pseudo-terminal under another name. Until it opens, the old link
+                # stays (closed), so that a failed reopen can be tried again.
+                self._link = open_link(url)
+
+        _retry_open(attempt, max(deadline - time.monotonic(), 0.0), f"cannot reopen {self.url}")
+
     def close(self):
         link, self._link = self._link, None
         if link is None:
@@ -443,9 +604,11 @@ def _convert(value: str):
 
 
 #: ``sim://`` options: the chip's (``n_exc``, ``seed``, ``divisor``), the link to it
-#: (``link``: ``uart`` or ``pcie``) and those passed on to ``VirtualBoard.start``.
-SIM_OPTIONS = ("n_exc", "seed", "divisor", "link", "baud", "waves", "stats", "max_cycles",
-               "timeout")
+#: (``link``: ``uart`` or ``pcie``; ``path``: a stable symbolic link to the serial device),
+#: the UART's faults (``flip``, ``drop``: probabilities; ``flip_seed``) and those passed on
+#: to ``VirtualBoard.start``.
+SIM_OPTIONS = ("n_exc", "seed", "divisor", "link", "path", "flip", "drop", "flip_seed", "baud",
+               "waves", "stats", "max_cycles", "timeout")
 #: Values of the ``sim://`` option ``link``.
 SIM_LINKS = ("uart", "pcie")
 
@@ -476,7 +639,34 @@ def _open_sim(url, target, options, cfg):
     kind = options.pop("link", "uart").lower()
     if kind not in SIM_LINKS:
         raise _bad_url(url, f"link must be one of {', '.join(SIM_LINKS)}, not {kind!r}")
+    # Taken as given, not through _convert: a path is text whatever it looks like, and a
+    # probability is checked here so that the message names the URL's option.
+    start_options = {}
+    for name, key in (("flip", "flip_rate"), ("drop", "drop_rate")):
+        raw = options.pop(name, None)
+        if raw is None:
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            value = None
+        if value is None or not 0.0 <= value <= 1.0:
+            raise _bad_url(url, f"{name} must be a probability from 0 to 1, not {raw!r}")
+        if kind == "pcie":
+            raise _bad_url(url, f"{name} puts noise on the UART, which link=pcie does not use")
+        start_options[key] = value
+    flip_seed = _int_option(url, options, "flip_seed", None, minimum=0)
+    if flip_seed is not None:
+        if flip_seed >= 1 << 64:
+            raise _bad_url(url, f"flip_seed must be < 2**64, not {flip_seed}")
+        start_options["flip_seed"] = flip_seed
+    path = options.pop("path", None)
+    if path is not None:
+        if not path:
+            raise _bad_url(url, "path needs a file name (path=board.tty)")
+        start_options["link"] = path
     kwargs = {key: _convert(value) for key, value in options.items()}
+    kwargs.update(start_options)
     if kind == "pcie":
         kwargs["xdma"] = True
     n_exc = kwargs.pop("n_exc", None)
@@ -509,7 +699,8 @@ def _open_sim(url, target, options, cfg):
     except failures as exc:
         raise LinkError(f"cannot start the virtual board for {url}: {exc}") from None
     try:
-        inner_url = vboard.url
+        # The stable path, when there is one, so that the link can be reopened after an unplug.
+        inner_url = vboard.link_url if path is not None and kind == "uart" else vboard.url
         want = "pcie" if kind == "pcie" else "serial"
         if parse_url(inner_url)[0] != want:
             raise LinkError(f"the virtual board's URL {inner_url!r} is not a {want}:// URL")

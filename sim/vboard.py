@@ -37,6 +37,40 @@ second at best, so a 25 MHz chip runs some times slower than on the board and a 
 not expect the board's latency. A pseudo-terminal has no bit rate: the host may open it at any
 baud, and bytes reach the design at the simulated one.
 
+Faults can be injected into a running board, to test how a host copes with them on the chip's
+own Verilog:
+
+* :meth:`VirtualBoard.reset` presses the reset button: ``rst`` goes high for some cycles from
+  the next one on. The serial line keeps running, so bytes the host sends meanwhile reach a
+  design in reset.
+* :meth:`VirtualBoard.unplug` pulls the serial link out for a while, as pulling a USB adapter
+  does: the pseudo-terminal is closed, so a host's reads and writes on it fail at once; the
+  ``link=`` symbolic link disappears; bytes in flight are lost (a frame being sent to the
+  design is cut short, its line going idle) and so are those the design sends meanwhile. The
+  clock keeps running. Then a fresh pseudo-terminal is opened (usually under another
+  ``/dev/pts/N``) and the ``link=`` path points to it again: a host that opened
+  :attr:`VirtualBoard.link_url` reopens the same path (``SerialLink.reopen``). The XDMA pipes
+  are not unplugged.
+* ``flip_rate``, ``drop_rate`` and ``flip_seed`` of :meth:`VirtualBoard.start` put noise on the
+  wire: each byte crossing the UART between the pseudo-terminal and the design's pins, in
+  either direction, is lost with probability ``drop_rate``, else has one random bit flipped
+  with probability ``flip_rate``. The design receives the corrupted bytes and the host its
+  corrupted answers. The faults are reproducible: those of the k-th byte of a direction
+  depend only on the seed, the rates and k (the generator is specified in
+  ``vboard_main.cpp``), and :class:`BoardStats` counts them per direction.
+
+>>> with VirtualBoard.start(ChipTop(cfg, divisor=4), link="chip.tty",
+...                         flip_rate=1e-3, flip_seed=7) as board:        # doctest: +SKIP
+...     link = SerialLink(str(board.link_path))
+...     board.unplug(0.5)           # link.read() and link.write() now raise LinkError
+...     link.reopen(timeout=5)      # back once the adapter is plugged in again
+...     board.reset()               # the reset button, for the harness's --reset cycles
+
+The same faults are at hand outside Python, for a host driving the executable directly:
+``SIGUSR1`` resets the design for ``--reset N`` cycles (default 8), ``SIGUSR2`` unplugs the
+link for ``--unplug-ms N`` milliseconds (default 1000), and ``--flip-rate P``,
+``--drop-rate P`` and ``--flip-seed S`` set the noise; ``vboard_main.cpp`` lists every option.
+
 Executables are built once per exported Verilog (the folder of
 :func:`symspike.sim.cosim.export_verilog`, under ``vboard-d<divisor>[-fst|-vcd]``) and reused
 while neither the Verilog, the harness nor Verilator changes.
@@ -47,6 +81,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import numbers
 import os
 import re
 import select
@@ -69,6 +104,8 @@ __all__ = [
     "WAVE_FORMATS",
     "VBoardError",
     "BoardStats",
+    "MAX_RESET_CYCLES",
+    "MAX_UNPLUG_S",
     "build_vboard",
     "VirtualBoard",
 ]
@@ -87,7 +124,14 @@ VERILATOR_OPTS = ("-O3", "--x-assign", "fast", "--x-initial", "fast",
 CXX_OPT = ("OPT_FAST=-O2", "OPT_GLOBAL=-O2")
 
 _STATS_LINE = re.compile(r"^vboard: (stats|exit) (.*)$")
+# What the simulator reports of the faults it was asked for (see vboard_main.cpp).
+_RESET_LINE = re.compile(r"^vboard: reset cycles=\d+ at=\d+$")
+_UNPLUG_LINE = re.compile(r"^vboard: unplug ms=\d+$")
+_REPLUG_LINE = re.compile(r"^vboard: replug (serial://\S+)$")
 _STDERR_LINES = 200
+#: Longest reset (cycles) and unplug (seconds) the simulator accepts.
+MAX_RESET_CYCLES = 1_000_000
+MAX_UNPLUG_S = 86_400
 
 
 class VBoardError(RuntimeError):
@@ -124,6 +168,17 @@ class BoardStats:
         Bytes of the design's card-to-host stream.
     dma_packets : int
         Card-to-host packets (bytes marked ``last``).
+    resets : int
+        Resets asked for while running (:meth:`VirtualBoard.reset`, ``SIGUSR1``); the one at
+        start is not counted.
+    unplugs : int
+        Times the serial link was unplugged.
+    flips_to_chip, flips_from_chip : int
+        Bytes with a bit flipped on their way to the design and from it (``flip_rate``).
+    drops_to_chip, drops_from_chip : int
+        Bytes lost on their way to the design and from it (``drop_rate``). ``bytes_to_chip``
+        counts the bytes the host wrote, lost ones included; ``bytes_from_chip`` only the
+        bytes that went on towards the host.
     """
 
     cycles: int
@@ -138,6 +193,16 @@ class BoardStats:
     dma_to_chip: int = 0
     dma_from_chip: int = 0
     dma_packets: int = 0
+    resets: int = 0
+    unplugs: int = 0
+    flips_to_chip: int = 0
+    flips_from_chip: int = 0
+    drops_to_chip: int = 0
+    drops_from_chip: int = 0
+
+    #: Counters a line may lack (older executables, or no DMA or noise), which read as 0.
+    _OPTIONAL = ("dma_to_chip", "dma_from_chip", "dma_packets", "resets", "unplugs",
+                 "flips_to_chip", "flips_from_chip", "drops_to_chip", "drops_from_chip")
 
     @classmethod
     def parse(cls, line: str) -> "BoardStats | None":
@@ -154,9 +219,7 @@ class BoardStats:
                        bytes_from_chip=int(fields["bytes_from_chip"]),
                        frame_errors=int(fields["frame_errors"]), dropped=int(fields["dropped"]),
                        final=match.group(1) == "exit",
-                       dma_to_chip=int(fields.get("dma_to_chip", 0)),
-                       dma_from_chip=int(fields.get("dma_from_chip", 0)),
-                       dma_packets=int(fields.get("dma_packets", 0)))
+                       **{name: int(fields.get(name, 0)) for name in cls._OPTIONAL})
         except (KeyError, ValueError):
             return None
 
@@ -168,6 +231,19 @@ class BoardStats:
         if self.dma_to_chip or self.dma_from_chip:
             text += (f"; DMA {self.dma_to_chip} bytes to the chip, {self.dma_from_chip} "
                      f"from it in {self.dma_packets} packets")
+        faults = []
+        if self.resets:
+            faults.append(f"{self.resets} reset{'s' if self.resets != 1 else ''}")
+        if self.unplugs:
+            faults.append(f"{self.unplugs} unplug{'s' if self.unplugs != 1 else ''}")
+        if self.flips_to_chip or self.flips_from_chip:
+            faults.append(f"bits flipped in {self.flips_to_chip} bytes to the chip and "
+                          f"{self.flips_from_chip} from it")
+        if self.drops_to_chip or self.drops_from_chip:
+            faults.append(f"{self.drops_to_chip} bytes lost to the chip and "
+                          f"{self.drops_from_chip} from it")
+        if faults:
+            text += "; faults: " + ", ".join(faults)
         return text
 
 
@@ -348,6 +424,18 @@ def _build(design: VerilogDesign, *, divisor: int, has_idle: bool, has_dma: bool
 
 
 # ----------------------------------------------------------------------------- running
+def _probability(name, value):
+    """``value`` as a float from 0 to 1 (``None`` stays ``None``)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number from 0 to 1, not {value!r}")
+    value = float(value)
+    if not 0.0 <= value <= 1.0:     # false for NaN too
+        raise ValueError(f"{name} must be a probability from 0 to 1, not {value!r}")
+    return value
+
+
 def _wave_format(path) -> str:
     suffix = Path(path).suffix.lstrip(".").lower()
     if suffix not in WAVE_FORMATS:
@@ -366,13 +454,19 @@ class VirtualBoard:
         The link a host should use, for ``Board.open``: :attr:`pcie_url` when started with
         ``xdma``, else :attr:`serial_url`.
     serial_url : str
-        ``serial:///dev/pts/N?baud=B``.
+        ``serial:///dev/pts/N?baud=B``: the current pseudo-terminal, which changes when the
+        link is plugged in again after :meth:`unplug`.
+    link_path : Path or None
+        The ``link=`` symbolic link to the pseudo-terminal: a path that stays the same across
+        :meth:`unplug` (``None`` without ``link``).
+    link_url : str or None
+        ``serial://<link_path>?baud=B``, the serial URL that survives an unplug.
     pcie_url : str or None
         ``pcie://<dir>/xdma0``: the simulated XDMA device files (``None`` without ``xdma``).
     xdma_dir : Path or None
         The folder of the named pipes.
     port : str
-        The pseudo-terminal's path, for ``serial.Serial``.
+        The current pseudo-terminal's path, for ``serial.Serial``.
     baud : int
         The bit rate in ``url`` (a label: the terminal accepts any).
     executable : Path
@@ -380,32 +474,50 @@ class VirtualBoard:
     stats : BoardStats or None
         The latest statistics the simulator reported (periodically with ``stats=``, and at
         exit).
+    plugged : bool
+        Whether the serial link is plugged in (see :meth:`unplug`).
     """
 
     def __init__(self, process: subprocess.Popen, urls: list, executable: Path,
                  lines: collections.deque, reader: threading.Thread, state: dict,
-                 xdma_dir: Path | None = None, own_dir: bool = False):
+                 xdma_dir: Path | None = None, own_dir: bool = False,
+                 link_path: Path | None = None):
         self._process = process
-        self.serial_url = urls[0]
         self.pcie_url = urls[1] if len(urls) > 1 else None
-        self.url = self.pcie_url or self.serial_url
         self.xdma_dir = xdma_dir
         self._own_dir = own_dir
-        parts = urlsplit(self.serial_url)
-        self.port = parts.path
-        self.baud = int(parse_qs(parts.query).get("baud", ["0"])[0])
+        self.baud = int(parse_qs(urlsplit(urls[0]).query).get("baud", ["0"])[0])
+        self.link_path = link_path
+        self.link_url = (f"serial://{link_path}?baud={self.baud}" if link_path is not None
+                         else None)
         self.executable = executable
         self._lines = lines
         self._reader = reader
         self._state = state
+        # One fault request at a time: each waits for its own report, never an earlier one's.
+        self._control = threading.Lock()
         self._closed = False
+
+    @property
+    def serial_url(self) -> str:
+        return self._state["serial_url"]
+
+    @property
+    def url(self) -> str:
+        return self.pcie_url or self.serial_url
+
+    @property
+    def port(self) -> str:
+        return urlsplit(self.serial_url).path
 
     # ------------------------------------------------------------------ start
     @classmethod
     def start(cls, design, *, name: str | None = None, divisor: int | None = None,
               baud: int | None = None, waves=None, stats: float | None = None,
               link=None, xdma=None, sleep: bool = True, max_cycles: int | None = None,
-              on_stats=None, timeout: float = 30.0, root=None) -> "VirtualBoard":
+              on_stats=None, timeout: float = 30.0, root=None,
+              flip_rate: float | None = None, drop_rate: float | None = None,
+              flip_seed: int | None = None) -> "VirtualBoard":
         """Build (if needed) and launch a virtual board.
 
         Parameters
@@ -424,7 +536,8 @@ class VirtualBoard:
         stats : float, optional
             Have the simulator report statistics every ``stats`` seconds.
         link : path-like, optional
-            Also make this a symbolic link to the pseudo-terminal while the board runs.
+            Also make this a symbolic link to the pseudo-terminal while the board runs (and is
+            plugged in): the stable :attr:`link_path` and :attr:`link_url`.
         xdma : bool or path-like, optional
             Serve the design's DMA streams through simulated XDMA device files (named pipes)
             in this folder, made if missing; ``True``: a private temporary folder, removed by
@@ -439,17 +552,36 @@ class VirtualBoard:
             Seconds to wait for the simulator to print its URL.
         root : path-like, optional
             Root of the build folders.
+        flip_rate : float, optional
+            Probability, from 0 to 1, that a byte crossing the UART (either way) gets one
+            random bit flipped (default 0).
+        drop_rate : float, optional
+            Probability, from 0 to 1, that a byte crossing the UART is lost (default 0).
+        flip_seed : int, optional
+            Seed of the flips and drops, from 0 to 2**64 - 1 (default 0): the same seed, rates
+            and bytes give the same faults.
 
         Raises
         ------
         TypeError, ValueError
-            Bad arguments, or a component without the UART ports (or, with ``xdma``, without
-            the DMA streams).
+            Bad arguments (the message names the argument), or a component without the UART
+            ports (or, with ``xdma``, without the DMA streams).
         VBoardError
             The build failed, or the simulator is missing, exited or printed no URL in
             ``timeout`` seconds; the message has the end of what it wrote to stderr.
         """
         from amaranth.lib import wiring
+
+        # Checked before a build that may take minutes.
+        flip_rate = _probability("flip_rate", flip_rate)
+        drop_rate = _probability("drop_rate", drop_rate)
+        if flip_seed is not None:
+            if isinstance(flip_seed, bool) or not isinstance(flip_seed, numbers.Integral):
+                raise TypeError(f"flip_seed must be an integer, not {flip_seed!r}")
+            if not 0 <= flip_seed < 1 << 64:
+                raise ValueError(f"flip_seed must be from 0 to 2**64 - 1, not {flip_seed}")
+        if link is not None and not isinstance(link, (str, os.PathLike)):
+            raise TypeError(f"link must be a path, not {link!r}")
 
         if isinstance(design, wiring.Component):
             if xdma not in (None, False) and not _check_dma(design):
@@ -479,8 +611,15 @@ class VirtualBoard:
             cmd += ["--stats", repr(float(stats))]
         if waves is not None:
             cmd += ["--trace", str(Path(waves).resolve())]
-        if link is not None:
-            cmd += ["--link", str(Path(link).absolute())]
+        link_path = Path(link).absolute() if link is not None else None
+        if link_path is not None:
+            cmd += ["--link", str(link_path)]
+        if flip_rate is not None:
+            cmd += ["--flip-rate", repr(flip_rate)]
+        if drop_rate is not None:
+            cmd += ["--drop-rate", repr(drop_rate)]
+        if flip_seed is not None:
+            cmd += ["--flip-seed", str(int(flip_seed))]
         if not sleep:
             cmd.append("--no-sleep")
         if max_cycles is not None:
@@ -506,18 +645,39 @@ class VirtualBoard:
             raise VBoardError(f"cannot start the virtual board {executable}: {exc}") from None
 
         lines = collections.deque(maxlen=_STDERR_LINES)
-        state = {"stats": None}
+        changed = threading.Condition()
+        state = {"stats": None, "serial_url": None, "plugged": True, "resets": 0,
+                 "unplugs": 0, "ended": False, "changed": changed}
 
         def read_stderr():
             # Drained continuously: a full pipe would stall the simulator.
-            for raw in process.stderr:
-                line = raw.decode(errors="replace").rstrip("\n")
-                lines.append(line)
-                parsed = BoardStats.parse(line)
-                if parsed is not None:
-                    state["stats"] = parsed
-                    if on_stats is not None:
-                        on_stats(parsed)
+            try:
+                for raw in process.stderr:
+                    line = raw.decode(errors="replace").rstrip("\n")
+                    lines.append(line)
+                    parsed = BoardStats.parse(line)
+                    if parsed is not None:
+                        state["stats"] = parsed
+                        if on_stats is not None:
+                            on_stats(parsed)
+                        continue
+                    replug = _REPLUG_LINE.match(line)
+                    with changed:
+                        if _RESET_LINE.match(line):
+                            state["resets"] += 1
+                        elif _UNPLUG_LINE.match(line):
+                            state["unplugs"] += 1
+                            state["plugged"] = False
+                        elif replug is not None:
+                            state["serial_url"] = replug.group(1)
+                            state["plugged"] = True
+                        else:
+                            continue
+                        changed.notify_all()
+            finally:
+                with changed:
+                    state["ended"] = True
+                    changed.notify_all()
 
         reader = threading.Thread(target=read_stderr, name="vboard-stderr", daemon=True)
         reader.start()
@@ -537,7 +697,9 @@ class VirtualBoard:
                 shutil.rmtree(xdma_dir, ignore_errors=True)
             tail = "\n".join(lines) or "(nothing on stderr)"
             raise VBoardError(f"virtual board {executable} {why}; stderr (tail):\n{tail}")
-        return cls(process, urls, executable, lines, reader, state, xdma_dir, own_dir)
+        state["serial_url"] = urls[0]
+        return cls(process, urls, executable, lines, reader, state, xdma_dir, own_dir,
+                   link_path)
 
     @staticmethod
     def _read_urls(process: subprocess.Popen, timeout: float, schemes: tuple) -> tuple:
@@ -592,6 +754,122 @@ class VirtualBoard:
     @property
     def stats(self) -> BoardStats | None:
         return self._state["stats"]
+
+    @property
+    def plugged(self) -> bool:
+        return self._state["plugged"]
+
+    # ------------------------------------------------------------------ faults
+    def reset(self, cycles: int | None = None, *, timeout: float = 10.0):
+        """Press the reset button: hold the design's ``rst`` high from the next cycle on.
+
+        Returns once the simulator reports ``rst`` low again. The serial line is not paused,
+        so bytes the host sends during the reset reach a design in reset, as on a board.
+
+        Parameters
+        ----------
+        cycles : int, optional
+            Cycles ``rst`` stays high, from 1 to :data:`MAX_RESET_CYCLES`; default the
+            simulator's ``--reset`` (8), which it is asked for with ``SIGUSR1``.
+        timeout : float
+            Seconds to wait for the simulator's report.
+
+        Raises
+        ------
+        TypeError, ValueError
+            ``cycles`` is not an integer in range.
+        VBoardError
+            The board is closed, the simulator has exited or it did not report the reset
+            within ``timeout`` seconds.
+        """
+        if cycles is not None:
+            if isinstance(cycles, bool) or not isinstance(cycles, numbers.Integral):
+                raise TypeError(f"cycles must be an integer, not {cycles!r}")
+            if not 1 <= cycles <= MAX_RESET_CYCLES:
+                raise ValueError(f"cycles must be from 1 to {MAX_RESET_CYCLES}, not {cycles}")
+        with self._control:
+            before = self._state["resets"]
+            self._request(signal.SIGUSR1 if cycles is None else f"reset {int(cycles)}")
+            self._await(lambda: self._state["resets"] > before, timeout, "the reset")
+
+    def unplug(self, seconds: float | None = None, *, timeout: float = 10.0):
+        """Pull the serial link out for ``seconds``, as one pulls a USB serial adapter.
+
+        Returns once the link is out: the pseudo-terminal is closed (a host's reads and writes
+        on it fail at once), :attr:`link_path` is gone and the bytes in flight are lost. The
+        clock runs on. After ``seconds`` a fresh pseudo-terminal appears (:attr:`serial_url`
+        changes; :attr:`link_path` points to it): see :attr:`plugged` and
+        :meth:`wait_plugged`. Unplugging again while out restarts the time. The XDMA pipes
+        stay.
+
+        Parameters
+        ----------
+        seconds : float, optional
+            How long the link stays out, from 0 to :data:`MAX_UNPLUG_S` (to the millisecond);
+            default the simulator's ``--unplug-ms`` (1 s), which it is asked for with
+            ``SIGUSR2``.
+        timeout : float
+            Seconds to wait for the simulator to report the unplug.
+
+        Raises
+        ------
+        TypeError, ValueError
+            ``seconds`` is not a number in range.
+        VBoardError
+            The board is closed, the simulator has exited or it did not report the unplug
+            within ``timeout`` seconds.
+        """
+        if seconds is not None:
+            if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real):
+                raise TypeError(f"seconds must be a number, not {seconds!r}")
+            if not 0 <= seconds <= MAX_UNPLUG_S:
+                raise ValueError(f"seconds must be from 0 to {MAX_UNPLUG_S}, not {seconds}")
+        with self._control:
+            before = self._state["unplugs"]
+            self._request(signal.SIGUSR2 if seconds is None
+                          else f"unplug {round(seconds * 1000)}")
+            self._await(lambda: self._state["unplugs"] > before, timeout, "the unplug")
+
+    def wait_plugged(self, timeout: float | None = None) -> bool:
+        """Wait until the serial link is plugged in; ``False`` after ``timeout`` seconds or
+        if the simulator has exited."""
+        changed = self._state["changed"]
+        with changed:
+            changed.wait_for(lambda: self._state["plugged"] or self._state["ended"], timeout)
+            return self._state["plugged"] and not self._state["ended"]
+
+    def _request(self, what):
+        """Send the simulator a signal, or a command line on its stdin."""
+        if self._closed or self._process.poll() is not None:
+            raise VBoardError(self._gone("cannot inject a fault"))
+        try:
+            if isinstance(what, str):
+                self._process.stdin.write(what.encode() + b"\n")
+                self._process.stdin.flush()
+            else:
+                self._process.send_signal(what)
+        except (OSError, ValueError) as exc:
+            raise VBoardError(f"cannot reach the virtual board's simulator: {exc}") from None
+
+    def _await(self, done, timeout, what):
+        changed = self._state["changed"]
+        with changed:
+            changed.wait_for(lambda: done() or self._state["ended"], timeout)
+            if done():
+                return
+        if self._state["ended"]:
+            raise VBoardError(self._gone(f"no report of {what}"))
+        raise VBoardError(f"the virtual board's simulator did not report {what} within "
+                          f"{timeout:g} s; stderr (tail):\n{self.stderr_tail(10)}")
+
+    def _gone(self, what):
+        if self._closed:
+            return f"{what}: the virtual board is closed"
+        status = self._process.poll()
+        if status is None:
+            status = self.wait(2)
+        return (f"{what}: the virtual board's simulator has exited (status {status}); "
+                f"stderr (tail):\n{self.stderr_tail(10)}")
 
     def stderr_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines the simulator wrote to stderr."""

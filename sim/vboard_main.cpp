@@ -27,24 +27,70 @@
 // of file while it runs.
 //
 // Options:
-//   --divisor N     clock cycles per bit (default: VBOARD_DIVISOR of the build)
-//   --baud B        bit rate shown in the URL; a pseudo-terminal ignores it (default 3000000)
-//   --stats S       print statistics to stderr every S seconds
-//   --trace PATH    record a waveform (only in builds made with --trace-fst or --trace)
-//   --link PATH     also make PATH a symbolic link to the slave (removed on exit)
-//   --xdma DIR      also serve the DMA streams through named pipes in DIR (made if missing;
-//                   the pipes are removed on exit); only for designs with h2c and c2h
-//   --watch-stdin   exit when stdin reaches end of file (the parent has gone)
-//   --max-cycles N  exit after N clock cycles
-//   --no-sleep      never sleep, even when the design reports idle
-//   --reset N       cycles rst is held high at start (default 8)
+//   --divisor N       clock cycles per bit (default: VBOARD_DIVISOR of the build)
+//   --baud B          bit rate shown in the URL; a pseudo-terminal ignores it (default 3000000)
+//   --stats S         print statistics to stderr every S seconds
+//   --trace PATH      record a waveform (only in builds made with --trace-fst or --trace)
+//   --link PATH       also make PATH a symbolic link to the slave (removed on exit, and while
+//                     the link is unplugged)
+//   --xdma DIR        also serve the DMA streams through named pipes in DIR (made if missing;
+//                     the pipes are removed on exit); only for designs with h2c and c2h
+//   --watch-stdin     exit when stdin reaches end of file (the parent has gone), and take
+//                     commands from it (below)
+//   --max-cycles N    exit after N clock cycles
+//   --no-sleep        never sleep, even when the design reports idle
+//   --reset N         cycles rst is held high at start and by SIGUSR1 (default 8)
+//   --unplug-ms N     milliseconds the serial link stays unplugged after SIGUSR2 (default 1000)
+//   --flip-rate P     flip one random bit of each byte crossing the UART, in either direction,
+//                     with probability P (0 to 1, default 0)
+//   --drop-rate P     lose each byte crossing the UART with probability P (default 0)
+//   --flip-seed S     seed of the flips and drops (an unsigned 64-bit integer, default 0)
+//
+// Fault injection, for testing a host against the chip's own Verilog:
+//
+//   Reset button. SIGUSR1 holds rst high for --reset cycles from the next cycle on, as the
+//   board's reset button would. The serial line is not paused: bytes the host sends
+//   meanwhile reach a design in reset. When rst falls again stderr gets
+//       vboard: reset cycles=N at=C
+//   (C: the cycle rst rose).
+//
+//   Unplugging. SIGUSR2 pulls the serial link out for --unplug-ms milliseconds, as pulling a
+//   USB adapter does: the pseudo-terminal is closed (a host's reads and writes on it fail at
+//   once: end of file or EIO), the --link symbolic link is removed, bytes in flight either
+//   way are lost (a frame being sent to the design is cut: its line goes idle, high) and
+//   bytes the design sends meanwhile go nowhere. The clock keeps running. stderr gets
+//       vboard: unplug ms=M
+//   and, once the time is up, a fresh pseudo-terminal is opened (usually another
+//   /dev/pts/N), the --link symbolic link points to it again and stderr gets
+//       vboard: replug serial:///dev/pts/N?baud=B
+//   A second unplug while unplugged restarts the time. The XDMA pipes are not unplugged.
+//
+//   Noise on the wire. Each byte between the pseudo-terminal and the design's UART pins, in
+//   either direction, is first lost with probability --drop-rate, then, if not lost, has one
+//   bit flipped with probability --flip-rate: the design receives the corrupted byte and
+//   the host its corrupted answers. The draws are reproducible: each direction d (0 towards
+//   the design, 1 from it) has its own splitmix64 generator, its state starting at
+//   S xor (d ? 0xD1B54A32D192ED03 : 0), so what happens to the k-th byte of a direction
+//   depends only on S, the rates and k, not on timing. Per byte, while the drop rate is
+//   above zero, a draw r drops the byte if (r >> 11) < floor(drop_rate * 2^53); then, while
+//   the flip rate is above zero (and the byte was not dropped), a draw r flips bit (r & 7)
+//   if (r >> 11) < floor(flip_rate * 2^53).
+//
+//   Commands. With --watch-stdin, each line on stdin is a command: "reset [N]" (as SIGUSR1,
+//   for N cycles) or "unplug [MS]" (as SIGUSR2, for MS milliseconds); a bad one is reported
+//   on stderr and ignored.
 //
 // SIGTERM, SIGINT and SIGHUP end the run cleanly; the last line on stderr is always
 //     vboard: exit cycles=... seconds=... busy_seconds=... cycles_per_s=... ...
-// (with --xdma followed by dma_to_chip=... dma_from_chip=... dma_packets=...) and the exit
-// status is 0, or 2 for a usage, pseudo-terminal or pipe error.
+// (with --xdma followed by dma_to_chip=... dma_from_chip=... dma_packets=..., then always
+// resets=... unplugs=..., with a --flip-rate above 0 flips_to_chip=... flips_from_chip=...
+// and with a --drop-rate above 0 drops_to_chip=... drops_from_chip=...) and the exit status
+// is 0, or 2 for a usage, pseudo-terminal or pipe error. bytes_to_chip counts every byte the
+// host wrote, dropped ones included; bytes_from_chip the bytes queued for the host, so
+// neither the dropped ones nor those sent while unplugged.
 
 #include <cerrno>
+#include <cmath>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
@@ -90,8 +136,14 @@ typedef VerilatedVcdC Tracer;
 namespace {
 
 volatile sig_atomic_t g_stop = 0;
+// Fault requests: the handlers only raise a flag, which the main loop turns into the fault
+// between two chunks of cycles (nothing else is async-signal-safe).
+volatile sig_atomic_t g_reset = 0;
+volatile sig_atomic_t g_unplug = 0;
 
 void on_signal(int) { g_stop = 1; }
+void on_reset(int) { g_reset = 1; }
+void on_unplug(int) { g_unplug = 1; }
 
 double now_s() {
     timespec ts;
@@ -130,6 +182,14 @@ struct Serialiser {
             bit = 0;
             timer = divisor;
         }
+    }
+
+    // The adapter is pulled: queued bytes are lost and a frame under way stops short, the
+    // line going back to idle (high) at once.
+    void cut() {
+        queue.clear();
+        head = 0;
+        bit = -1;
     }
 
     void push(const uint8_t* data, size_t n) {
@@ -188,6 +248,51 @@ struct Deserialiser {
         }
         bit = -1;
         return int(shreg & 0xff);
+    }
+};
+
+// splitmix64: tiny, fast and fully specified, so that a test can predict every fault from the
+// seed (the standard library's distributions differ between implementations).
+uint64_t splitmix64(uint64_t* state) {
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+// Bytes lost or bit-flipped on the wire; direction 0 is towards the design, 1 from it. Each
+// direction draws from its own generator, so its faults depend on its byte count alone.
+struct Noise {
+    uint64_t flip_threshold = 0;   // probability × 2^53, compared with a 53-bit draw
+    uint64_t drop_threshold = 0;
+    uint64_t state[2] = {0, 0};
+    uint64_t flips[2] = {0, 0};
+    uint64_t drops[2] = {0, 0};
+
+    static uint64_t threshold(double p) { return uint64_t(std::ldexp(p, 53)); }
+
+    void setup(double flip_rate, double drop_rate, uint64_t seed) {
+        flip_threshold = threshold(flip_rate);
+        drop_threshold = threshold(drop_rate);
+        state[0] = seed;
+        state[1] = seed ^ 0xD1B54A32D192ED03ull;
+    }
+    bool active() const { return flip_threshold || drop_threshold; }
+
+    // The byte as it arrives at the other end, or -1 if it is lost.
+    int apply(int dir, uint8_t byte) {
+        if (drop_threshold && (splitmix64(&state[dir]) >> 11) < drop_threshold) {
+            ++drops[dir];
+            return -1;
+        }
+        if (flip_threshold) {
+            const uint64_t r = splitmix64(&state[dir]);
+            if ((r >> 11) < flip_threshold) {
+                ++flips[dir];
+                byte ^= uint8_t(1u << (r & 7));
+            }
+        }
+        return byte;
     }
 };
 
@@ -306,13 +411,33 @@ struct Options {
     uint64_t max_cycles = 0;
     bool no_sleep = false;
     uint32_t reset = 8;
+    uint64_t unplug_ms = 1000;
+    double flip_rate = 0.0;
+    double drop_rate = 0.0;
+    uint64_t flip_seed = 0;
 };
+
+// Longest reset and unplug a request may ask for.
+const uint64_t max_reset = 1000000;
+const uint64_t max_unplug_ms = 86400000;
 
 int usage(const char* prog, const char* why) {
     std::fprintf(stderr, "vboard: %s\nusage: %s [--divisor N] [--baud B] [--stats S] "
                  "[--trace PATH] [--link PATH] [--xdma DIR] [--watch-stdin] [--max-cycles N] "
-                 "[--no-sleep] [--reset N]\n", why, prog);
+                 "[--no-sleep] [--reset N] [--unplug-ms N] [--flip-rate P] [--drop-rate P] "
+                 "[--flip-seed S]\n", why, prog);
     return 2;
+}
+
+// A probability: a number from 0 to 1 and nothing after it.
+bool parse_rate(const char* text, double* out) {
+    if (!text || !*text) return false;
+    char* end = nullptr;
+    errno = 0;
+    double v = std::strtod(text, &end);
+    if (errno || *end || !(v >= 0.0 && v <= 1.0)) return false;
+    *out = v;
+    return true;
 }
 
 bool parse_u64(const char* text, uint64_t* out) {
@@ -363,16 +488,44 @@ int open_pty(int* master_out, int* slave_out, std::string* path_out) {
     return 0;
 }
 
+// Point `link` at the slave `path`. A stale symbolic link (an earlier run, or this one before
+// an unplug) is replaced, never a file. False, with the reason on stderr, if not done.
+bool make_link(const char* link, const std::string& path) {
+    struct stat st;
+    if (lstat(link, &st) == 0) {
+        if (!S_ISLNK(st.st_mode)) {
+            std::fprintf(stderr, "vboard: --link %s exists and is not a symbolic link\n", link);
+            return false;
+        }
+        unlink(link);
+    }
+    if (symlink(path.c_str(), link) < 0) {
+        std::fprintf(stderr, "vboard: cannot link %s to %s: %s\n", link, path.c_str(),
+                     std::strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+// Remove `link` if it is still a symbolic link (a file put there since is not ours).
+void remove_link(const char* link) {
+    struct stat st;
+    if (lstat(link, &st) == 0 && S_ISLNK(st.st_mode)) unlink(link);
+}
+
 struct Counters {
     uint64_t cycles = 0;
     uint64_t to_chip = 0;
     uint64_t from_chip = 0;
     uint64_t dropped = 0;
+    uint64_t resets = 0;
+    uint64_t unplugs = 0;
     double start = 0.0;
     double slept = 0.0;
 };
 
-void report(const char* what, const Counters& c, uint64_t frame_errors, const Xdma& x) {
+void report(const char* what, const Counters& c, uint64_t frame_errors, const Xdma& x,
+            const Noise& noise) {
     double seconds = now_s() - c.start;
     double busy = seconds - c.slept;
     double rate = busy > 0 ? c.cycles / busy : 0.0;
@@ -386,8 +539,50 @@ void report(const char* what, const Counters& c, uint64_t frame_errors, const Xd
         std::fprintf(stderr, " dma_to_chip=%llu dma_from_chip=%llu dma_packets=%llu",
                      (unsigned long long)x.to_chip, (unsigned long long)x.from_chip,
                      (unsigned long long)x.packets);
+    std::fprintf(stderr, " resets=%llu unplugs=%llu", (unsigned long long)c.resets,
+                 (unsigned long long)c.unplugs);
+    if (noise.flip_threshold || noise.flips[0] || noise.flips[1])
+        std::fprintf(stderr, " flips_to_chip=%llu flips_from_chip=%llu",
+                     (unsigned long long)noise.flips[0], (unsigned long long)noise.flips[1]);
+    if (noise.drop_threshold || noise.drops[0] || noise.drops[1])
+        std::fprintf(stderr, " drops_to_chip=%llu drops_from_chip=%llu",
+                     (unsigned long long)noise.drops[0], (unsigned long long)noise.drops[1]);
     std::fputc('\n', stderr);
     std::fflush(stderr);
+}
+
+// Faults asked for and not yet applied; 0 cycles / a negative time for none.
+struct Requests {
+    uint64_t reset = 0;
+    int64_t unplug_ms = -1;
+};
+
+// One command line from stdin (see the top of this file).
+void command(const std::string& line, const Options& opt, Requests* req) {
+    char name[16] = "";
+    char arg[32] = "";
+    char extra[2] = "";
+    const int fields = std::sscanf(line.c_str(), "%15s %31s %1s", name, arg, extra);
+    if (fields == 1 || fields == 2) {
+        const bool given = fields == 2;
+        uint64_t n = 0;
+        if (std::strcmp(name, "reset") == 0) {
+            n = opt.reset;
+            if (!given || (parse_u64(arg, &n) && n >= 1 && n <= max_reset)) {
+                req->reset = n;
+                return;
+            }
+        } else if (std::strcmp(name, "unplug") == 0) {
+            n = opt.unplug_ms;
+            if (!given || (parse_u64(arg, &n) && n <= max_unplug_ms)) {
+                req->unplug_ms = int64_t(n);
+                return;
+            }
+        }
+    }
+    std::fprintf(stderr, "vboard: ignored the command %.80s (commands: reset [1..%llu cycles], "
+                 "unplug [0..%llu ms])\n", line.c_str(), (unsigned long long)max_reset,
+                 (unsigned long long)max_unplug_ms);
 }
 
 }  // namespace
@@ -428,8 +623,27 @@ int main(int argc, char** argv) {
             opt.max_cycles = n;
             ++i;
         } else if (a == "--reset") {
-            if (!parse_u64(v, &n) || n < 1 || n > 1000000) return usage(argv[0], "bad --reset");
+            if (!parse_u64(v, &n) || n < 1 || n > max_reset)
+                return usage(argv[0], "bad --reset (1 to 1000000 cycles)");
             opt.reset = uint32_t(n);
+            ++i;
+        } else if (a == "--unplug-ms") {
+            if (!parse_u64(v, &n) || n > max_unplug_ms)
+                return usage(argv[0], "bad --unplug-ms (0 to 86400000 milliseconds)");
+            opt.unplug_ms = n;
+            ++i;
+        } else if (a == "--flip-rate") {
+            if (!parse_rate(v, &opt.flip_rate))
+                return usage(argv[0], "bad --flip-rate (a probability from 0 to 1)");
+            ++i;
+        } else if (a == "--drop-rate") {
+            if (!parse_rate(v, &opt.drop_rate))
+                return usage(argv[0], "bad --drop-rate (a probability from 0 to 1)");
+            ++i;
+        } else if (a == "--flip-seed") {
+            if (!parse_u64(v, &n))
+                return usage(argv[0], "bad --flip-seed (an unsigned 64-bit integer)");
+            opt.flip_seed = n;
             ++i;
         } else if (a == "--watch-stdin") {
             opt.watch_stdin = true;
@@ -462,6 +676,10 @@ int main(int argc, char** argv) {
     sigaction(SIGTERM, &sa, nullptr);
     sigaction(SIGINT, &sa, nullptr);
     sigaction(SIGHUP, &sa, nullptr);
+    sa.sa_handler = on_reset;
+    sigaction(SIGUSR1, &sa, nullptr);
+    sa.sa_handler = on_unplug;
+    sigaction(SIGUSR2, &sa, nullptr);
     signal(SIGPIPE, SIG_IGN);
 
     int master = -1, slave = -1;
@@ -470,22 +688,14 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "vboard: cannot open a pseudo-terminal: %s\n", std::strerror(errno));
         return 2;
     }
-    if (opt.link) {
+    if (opt.link && !make_link(opt.link, path)) {
         struct stat st;
-        if (lstat(opt.link, &st) == 0) {
-            // Replace a stale link from an earlier run, never a file.
-            if (!S_ISLNK(st.st_mode)) {
-                std::fprintf(stderr, "vboard: --link %s exists and is not a symbolic link\n",
-                             opt.link);
-                return 2;
-            }
-            unlink(opt.link);
+        if (lstat(opt.link, &st) == 0 && !S_ISLNK(st.st_mode)) {
+            close(slave);
+            close(master);
+            return 2;
         }
-        if (symlink(path.c_str(), opt.link) < 0) {
-            std::fprintf(stderr, "vboard: cannot link %s to %s: %s\n", opt.link, path.c_str(),
-                         std::strerror(errno));
-            opt.link = nullptr;
-        }
+        opt.link = nullptr;
     }
     Xdma xdma;
     std::string xdma_base;
@@ -526,6 +736,8 @@ int main(int argc, char** argv) {
 
     Serialiser ser(opt.divisor);
     Deserialiser des(opt.divisor);
+    Noise noise;
+    noise.setup(opt.flip_rate, opt.drop_rate, opt.flip_seed);
     Counters cnt;
     cnt.start = now_s();
     double next_stats = opt.stats > 0 ? cnt.start + opt.stats : 0.0;
@@ -550,6 +762,15 @@ int main(int argc, char** argv) {
     uint64_t chunk = 256;
     const uint64_t serial_start = opt.reset + 2ull * opt.divisor;
 
+    // rst is high on the rising edges before reset_until; a reset button moves it on.
+    uint64_t reset_until = opt.reset;
+    uint64_t reset_from = 0;
+    uint32_t reset_cycles = 0;      // of a requested reset not yet reported as done
+    Requests req;
+    std::string commands;           // stdin not yet ended by a newline
+    bool plugged = true;
+    double replug_at = 0.0;
+
     top->clk = 0;
     top->rst = 1;
     top->uart_rx = 1;
@@ -562,6 +783,59 @@ int main(int argc, char** argv) {
 
     bool hangup = false;
     while (!g_stop) {
+        // Requests from signals and commands take effect between chunks: at the next cycle.
+        if (g_reset) {
+            g_reset = 0;
+            if (!req.reset) req.reset = opt.reset;
+        }
+        if (g_unplug) {
+            g_unplug = 0;
+            if (req.unplug_ms < 0) req.unplug_ms = int64_t(opt.unplug_ms);
+        }
+        if (req.reset) {
+            // rst is sampled on the next rising edge; it was set low after the last one.
+            top->rst = 1;
+            top->eval();
+            reset_from = cnt.cycles;
+            reset_until = cnt.cycles + req.reset;
+            reset_cycles = uint32_t(req.reset);
+            req.reset = 0;
+            ++cnt.resets;
+        }
+        if (req.unplug_ms >= 0) {
+            if (plugged) {
+                // The host's descriptors on the slave now fail at once; the device node and
+                // our link go, as /dev/ttyUSB0 does when the adapter is pulled.
+                close(slave);
+                close(master);
+                slave = master = -1;
+                if (opt.link) remove_link(opt.link);
+                ser.cut();
+                out.clear();
+                out_head = 0;
+                plugged = false;
+            }
+            replug_at = now_s() + req.unplug_ms * 1e-3;
+            ++cnt.unplugs;
+            std::fprintf(stderr, "vboard: unplug ms=%lld\n", (long long)req.unplug_ms);
+            std::fflush(stderr);
+            req.unplug_ms = -1;
+        }
+        if (!plugged && now_s() >= replug_at) {
+            if (open_pty(&master, &slave, &path) == 0) {
+                if (opt.link) make_link(opt.link, path);
+                plugged = true;
+                std::fprintf(stderr, "vboard: replug serial://%s?baud=%lu\n", path.c_str(),
+                             opt.baud);
+            } else {
+                // Out of pseudo-terminals, say: stay unplugged and try again.
+                std::fprintf(stderr, "vboard: cannot open a pseudo-terminal to replug: %s; "
+                             "retrying in 1 s\n", std::strerror(errno));
+                replug_at = now_s() + 1.0;
+            }
+            std::fflush(stderr);
+        }
+
         double t0 = now_s();
         uint64_t n = chunk;
         if (opt.max_cycles && cnt.cycles + n > opt.max_cycles) n = opt.max_cycles - cnt.cycles;
@@ -588,7 +862,9 @@ int main(int argc, char** argv) {
             }
 #endif
             int byte = des.step(top->uart_tx);
-            if (byte >= 0) {
+            // Unplugged, the design's bytes go nowhere.
+            if (byte >= 0 && plugged) byte = noise.apply(1, uint8_t(byte));
+            if (byte >= 0 && plugged) {
                 if (out.size() - out_head < out_cap) {
                     out.push_back(uint8_t(byte));
                     ++cnt.from_chip;
@@ -600,7 +876,7 @@ int main(int argc, char** argv) {
             ser.advance(cycle >= serial_start);
             quiet = (ser.bit < 0 && des.idle() && top->uart_tx) ? quiet + 1 : 0;
             top->clk = 0;
-            top->rst = cycle < opt.reset;
+            top->rst = cycle < reset_until;
             top->uart_rx = ser.line();
 #if VBOARD_DMA_PORT
             const bool running = cycle >= serial_start;
@@ -612,6 +888,12 @@ int main(int argc, char** argv) {
             DUMP();
         }
         cnt.cycles += n;
+        if (reset_cycles && cnt.cycles >= reset_until) {
+            std::fprintf(stderr, "vboard: reset cycles=%u at=%llu\n", reset_cycles,
+                         (unsigned long long)reset_from);
+            std::fflush(stderr);
+            reset_cycles = 0;
+        }
         if (opt.max_cycles && cnt.cycles >= opt.max_cycles) break;
 
         bool design_idle = false;
@@ -627,12 +909,16 @@ int main(int argc, char** argv) {
                                quiet >= quiet_needed && out_head == out.size() && xdma.quiet();
         pollfd fds[4];
         int nfds = 0;
-        bool want_in = ser.pending() < in_cap;
-        fds[nfds].fd = master;
-        fds[nfds].events = short((want_in ? POLLIN : 0) | (out_head < out.size() ? POLLOUT : 0));
-        fds[nfds].revents = 0;
-        ++nfds;
-        int stdin_slot = -1, h2c_slot = -1, c2h_slot = -1;
+        int master_slot = -1, stdin_slot = -1, h2c_slot = -1, c2h_slot = -1;
+        const bool want_in = plugged && ser.pending() < in_cap;
+        if (plugged) {
+            master_slot = nfds;
+            fds[nfds].fd = master;
+            fds[nfds].events =
+                short((want_in ? POLLIN : 0) | (out_head < out.size() ? POLLOUT : 0));
+            fds[nfds].revents = 0;
+            ++nfds;
+        }
         if (opt.watch_stdin) {
             stdin_slot = nfds;
             fds[nfds].fd = 0;
@@ -660,6 +946,13 @@ int main(int argc, char** argv) {
             int until = int((next_stats - now_s()) * 1000) + 1;
             if (until < timeout_ms) timeout_ms = until < 0 ? 0 : until;
         }
+        if (can_sleep && !plugged) {
+            int until = int((replug_at - now_s()) * 1000) + 1;
+            if (until < timeout_ms) timeout_ms = until < 0 ? 0 : until;
+        }
+        // A signal that came during the chunk has not interrupted this poll: do not sleep
+        // on it. (One arriving between this test and poll() waits at most one timeout.)
+        if (g_reset || g_unplug || req.reset || req.unplug_ms >= 0) timeout_ms = 0;
         double before_poll = can_sleep ? now_s() : 0.0;
         int ready = poll(fds, nfds, timeout_ms);
         if (can_sleep) cnt.slept += now_s() - before_poll;
@@ -668,16 +961,36 @@ int main(int argc, char** argv) {
             break;
         }
         if (ready > 0) {
-            if (want_in && (fds[0].revents & POLLIN)) {
+            if (want_in && (fds[master_slot].revents & POLLIN)) {
                 ssize_t got = read(master, buf, in_cap - ser.pending());
                 if (got > 0) {
-                    ser.push(buf, size_t(got));
                     cnt.to_chip += uint64_t(got);
+                    size_t kept = size_t(got);
+                    if (noise.active()) {
+                        kept = 0;
+                        for (ssize_t i = 0; i < got; ++i) {
+                            const int byte = noise.apply(0, buf[i]);
+                            if (byte >= 0) buf[kept++] = uint8_t(byte);
+                        }
+                    }
+                    ser.push(buf, kept);
                 }
             }
             if (stdin_slot >= 0 && (fds[stdin_slot].revents & (POLLIN | POLLHUP | POLLERR))) {
                 ssize_t got = read(0, buf, sizeof buf);
-                if (got <= 0) hangup = true;
+                if (got <= 0) {
+                    hangup = true;
+                } else {
+                    commands.append(reinterpret_cast<const char*>(buf), size_t(got));
+                    size_t start = 0, end;
+                    while ((end = commands.find('\n', start)) != std::string::npos) {
+                        command(commands.substr(start, end - start), opt, &req);
+                        start = end + 1;
+                    }
+                    commands.erase(0, start);
+                    // A parent that writes no newline is not obeyed, nor may it fill memory.
+                    if (commands.size() > 256) commands.clear();
+                }
             }
             if (h2c_slot >= 0 && (fds[h2c_slot].revents & POLLIN)) {
                 ssize_t got = read(xdma.h2c, buf, dma_in_cap - xdma.in.size());
@@ -694,7 +1007,7 @@ int main(int argc, char** argv) {
                 xdma.released -= size_t(put);
             }
         }
-        if (out_head < out.size()) {
+        if (plugged && out_head < out.size()) {
             ssize_t put = write(master, out.data() + out_head, out.size() - out_head);
             if (put > 0) {
                 out_head += size_t(put);
@@ -713,7 +1026,7 @@ int main(int argc, char** argv) {
             else if (spent > 4e-4 && chunk > 8) chunk /= 2;
         }
         if (opt.stats > 0 && t1 >= next_stats) {
-            report("stats", cnt, des.frame_errors, xdma);
+            report("stats", cnt, des.frame_errors, xdma, noise);
             next_stats = t1 + opt.stats;
         }
     }
@@ -722,10 +1035,12 @@ int main(int argc, char** argv) {
 #if VBOARD_TRACE
     if (tracer) tracer->close();
 #endif
-    if (opt.link) unlink(opt.link);
+    if (opt.link && plugged) remove_link(opt.link);
     close_xdma(&xdma);
-    close(slave);
-    close(master);
-    report("exit", cnt, des.frame_errors, xdma);
+    if (plugged) {
+        close(slave);
+        close(master);
+    }
+    report("exit", cnt, des.frame_errors, xdma, noise);
     return 0;
 }

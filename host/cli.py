@@ -366,7 +366,14 @@ def _cmd_train_board(args):
                 raise UsageError(str(exc)) from None
             print(f"resumed from {ckpt} at image {first} of {len(order)}", flush=True)
         start = time.perf_counter()
-        done = run.run()
+        try:
+            done = run.run()
+        except _board_errors() as exc:
+            if run.path is None or run._saved is None:
+                raise
+            raise type(exc)(f"{exc} — the checkpoint {run.path} holds the run up to image "
+                            f"{run._saved}: continue it with the same options and --resume "
+                            f"{folder}") from None
         wall = time.perf_counter() - start
         print(f"trained on the board: {done} images in {wall:.1f} s "
               f"({done / wall if wall else 0:.2f} images/s)"

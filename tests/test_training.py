@@ -12,10 +12,12 @@ import os
 import numpy as np
 import pytest
 
-from fake_board import FakeBoard, MemoryLink
+from fake_board import BoardServer, FakeBoard, MemoryLink
 from symspike.firmware.config import preset
 from symspike.firmware.protocol import Reg, Type, rng_registers
+from symspike.host import board as board_mod
 from symspike.host.board import Board, BoardError
+from symspike.host.cli import main
 from symspike.host.link import LinkError
 from symspike.host.training import BoardTraining, RunMismatch
 from symspike.sim.network import GoldenModel, Model
@@ -216,3 +218,43 @@ def test_rng_registers_through_the_driver():
             board.write_rng(bad)
     with pytest.raises(BoardError, match="ARGUMENT"):
         board.write_reg(Reg.RNG, 0)
+
+
+def test_cli_resumes_a_board_run(monkeypatch, tmp_path, capsys):
+    """``symspike train --board URL --checkpoint DIR`` stops when the link is lost for good
+    and says how to continue; ``--resume DIR`` on a power-cycled board finishes the run with
+    the weights of an uninterrupted one."""
+    monkeypatch.delenv("SYMSPIKE_DATA", raising=False)
+    argv = ["--neurons", "100", "--seed", str(SEED), "--train", "7", "--test", "0",
+            "--quiet", "--checkpoint-every", "3"]
+    folder = tmp_path / "run"
+    real = board_mod.Board.train
+    calls = []
+
+    def dies(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise LinkError("lost the serial link: device gone")
+        return real(self, *args, **kwargs)
+
+    def serve(*args):
+        master, slave = os.openpty()
+        fake = FakeBoard(CFG, SEED)
+        with BoardServer(fake, master, master):
+            code = main(["train", "--board", f"serial://{os.ttyname(slave)}", *argv, *args])
+        os.close(slave)
+        os.close(master)
+        return code, capsys.readouterr()
+
+    monkeypatch.setattr(board_mod.Board, "train", dies)
+    code, (out, err) = serve("--checkpoint", str(folder))
+    assert code == 1 and "device gone" in err and f"--resume {folder}" in err
+    assert "up to image 3" in err and "Traceback" not in err
+    monkeypatch.setattr(board_mod.Board, "train", real)
+    code, (out, err) = serve("--resume", str(folder))
+    assert code == 0, out + err
+    assert "resumed from" in out and "at image 3 of 7" in out
+    assert "bit-identical to the golden model" in out and "without interruption" in out
+    # A different run is refused, with what differs.
+    code, (out, err) = serve("--resume", str(folder), "--train", "8")
+    assert code == 2 and "belongs to another run" in err and "train 7 ≠ 8" in err

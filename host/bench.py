@@ -16,7 +16,6 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
 
 __all__ = ["add_arguments", "PRECISION_VARIANTS"]
 
@@ -55,6 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser):
     p.add_argument("--brian2-images", type=int, default=20)
     p.add_argument("--json", metavar="PATH", default="results/speed.json")
     p.set_defaults(func=_speed)
+
+    from .fuzz import add_bench_arguments
+    p = sub.add_parser("fuzz", help="random and mutated frames against the virtual board, "
+                                    "among valid training traffic")
+    add_bench_arguments(p)
 
 
 def _save(path, data):

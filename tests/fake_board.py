@@ -7,7 +7,9 @@ board behind file descriptors (a pseudo-terminal, FIFOs).
 anything acts on it; the answer to the last executed request is stored and sent again for a
 retry (same ``SEQ`` and type, not ``IDENTIFY``), without executing twice; bytes outside frames
 and frames that stop half-way are answered when the line falls quiet (:meth:`FakeBoard.quiet`,
-the frame timeout of the real link). ``PRESENT`` runs :meth:`GoldenModel.present`; an AER
+the frame timeout of the real link). The framing is the package's model of the chip's packet
+engine (``symspike.firmware.packet_model``), which the fuzzer's reference uses too; the
+command unit is this module's. ``PRESENT`` runs :meth:`GoldenModel.present`; an AER
 presentation runs the golden kernel step by step on the received spikes, with the encoder idle
 as on the chip.
 """
@@ -23,9 +25,9 @@ import time
 
 import numpy as np
 
-from symspike.firmware.protocol import (AER_STEP_END, COMMANDS, MAGIC, MAX_PAYLOAD, PHASE_FLAGS,
-                                        SYNC, VERSION, Error, IdBlock, Phase, Reg, Result, Type,
-                                        crc16, encode, rng_registers)
+from symspike.firmware.packet_model import PacketModel
+from symspike.firmware.protocol import (AER_STEP_END, MAGIC, PHASE_FLAGS, SYNC, VERSION, Error,
+                                        IdBlock, Phase, Reg, Result, Type, encode, rng_registers)
 from symspike.host.link import Link
 from symspike.sim.network import GoldenModel
 
@@ -89,23 +91,19 @@ class FakeBoard:
         """A board reset: the bitstream's weights, counters and registers cleared."""
         with self._lock:
             self.model = GoldenModel(self.cfg, self.seed)
+            self.engine = PacketModel(self._command)
             self.epoch = 0
-            self.frames = 0
-            self.retries = 0
             self.presentations = 0
-            self.errors = [0] * (max(Error) + 1)
-            self.have_last = False
-            self.last_seq = 0
-            self.last_type = 0
-            self.last_reply = None
-            self.state = "sync"
-            self.buf = bytearray()
-            self.garbage = False
             self.out = bytearray()
             self.aer = None
             self.last_result = Result(0, 0, 0, (0,) * self.cfg.n_classes)
             self.last_counts_e = np.zeros(self.cfg.n_exc, dtype=np.int64)
             self.executed = []
+
+    # The packet engine's counters, as registers.
+    frames = property(lambda self: self.engine.frames)
+    retries = property(lambda self: self.engine.retries)
+    errors = property(lambda self: self.engine.errors)
 
     reset = power_on
 
@@ -125,80 +123,26 @@ class FakeBoard:
     def receive(self, data: bytes):
         """Bytes from the host."""
         with self._lock:
-            for byte in data:
-                if self.state == "sync":
-                    if byte == SYNC:
-                        self.state = "frame"
-                        self.buf.clear()
-                    else:
-                        self.garbage = True
-                elif self.state == "frame":
-                    buf = self.buf
-                    buf.append(byte)
-                    if len(buf) < 4:
-                        continue
-                    length = buf[2] | buf[3] << 8
-                    if len(buf) == 4 and length > MAX_PAYLOAD:
-                        self.oversize = (buf[1], buf[0])
-                        self.state = "discard"
-                    elif len(buf) == 4 + length + 2:
-                        self.state = "sync"
-                        self._frame(bytes(buf))
-                # "discard": the rest of an oversize frame, up to the next quiet line.
+            self.engine.receive(data)
+            self._flush()
 
     def quiet(self):
         """The line has been quiet for the frame timeout."""
         with self._lock:
-            if self.state == "frame":
-                buf = self.buf
-                self._send_nak(Error.TRUNCATED, buf[1] if len(buf) > 1 else 0,
-                               buf[0] if buf else 0)
-            elif self.state == "discard":
-                self._send_nak(Error.OVERSIZE, *self.oversize)
-            self.state = "sync"
-            if self.garbage:
-                self.garbage = False
-                self._send_nak(Error.GARBAGE, self.last_seq, 0)
+            self.engine.quiet()
+            self._flush()
 
-    def _send(self, type_, seq, payload=b""):
-        self.out += encode(type_, seq, payload)
+    def _flush(self):
+        for answer in self.engine.take_answers():
+            self.out += encode(answer.type, answer.seq, answer.payload)
 
-    def _send_nak(self, code, seq, req_type):
-        self.errors[code] = (self.errors[code] + 1) & 0xFFFF
-        self._send(Type.NAK, seq, bytes([int(code), req_type]))
-
-    def _frame(self, buf):
-        type_, seq = buf[0], buf[1]
-        length = buf[2] | buf[3] << 8
-        payload = buf[4:4 + length]
-        if crc16(buf[:4 + length]) != (buf[-2] | buf[-1] << 8):
-            return self._send_nak(Error.CRC, seq, type_)
-        if type_ not in COMMANDS:
-            return self._send_nak(Error.TYPE, seq, type_)
-        rule = COMMANDS[Type(type_)]
-        if isinstance(rule, int):
-            length_ok = length == rule
-        else:
-            minimum, multiple = rule
-            length_ok = length >= minimum and (length - minimum) % multiple == 0
-        if not length_ok:
-            return self._send_nak(Error.LENGTH, seq, type_)
-        identify = type_ == Type.IDENTIFY
-        if self.have_last and seq == self.last_seq and not identify and type_ == self.last_type:
-            self.retries = (self.retries + 1) & 0xFFFFFFFF
-            nak, body = self.last_reply
-            return self._send(Type.NAK if nak else Type.ACK, seq, body)
-        if self.have_last and not identify and seq != (self.last_seq + 1) & 0xFF:
-            return self._send_nak(Error.SEQUENCE, seq, type_)
+    def _command(self, type_, seq, payload):
+        """The command unit, called by the engine for a request that passed its checks."""
         self.executed.append((Type(type_), seq))
         try:
-            reply = (False, self._execute(Type(type_), payload))
+            return None, self._execute(Type(type_), payload)
         except _Refuse as refusal:
-            reply = (True, bytes([int(refusal.code), type_]))
-            self.errors[refusal.code] = (self.errors[refusal.code] + 1) & 0xFFFF
-        self.have_last, self.last_seq, self.last_type, self.last_reply = True, seq, type_, reply
-        self.frames = (self.frames + 1) & 0xFFFFFFFF
-        self._send(Type.NAK if reply[0] else Type.ACK, seq, reply[1])
+            return refusal.code, b""
 
     # ------------------------------------------------------------------ commands
     def _busy(self):

@@ -30,7 +30,6 @@ from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect, flipped
-from amaranth.utils import bits_for
 
 from ..firmware.config import NetworkConfig
 from ..firmware.asm import ARG_BITS, PROGRAM_DEPTH, Opcode, default_program
@@ -274,7 +273,7 @@ class NetworkCore(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg, k = self._cfg, self._k
+        cfg = self._cfg
         for name in ("encoder", "router", "lif_ei", "lif_c", "syn_in", "syn_ec", "scale_in",
                      "scale_ec", "acc_e", "acc_c", "traces", "event_words"):
             m.submodules[name] = getattr(self, name)

@@ -340,9 +340,7 @@ class PacketEngine(wiring.Component):
         t_crc = Signal(16)
         t_idx = Signal(range(P.MAX_PAYLOAD + 1))
         t_len = Signal(range(P.MAX_PAYLOAD + 1))
-        t_byte = Signal(8)
         m.d.comb += rep_r.addr.eq(t_idx)
-        sent = self.tx.valid & self.tx.ready
 
         def emit(value, nxt, crc=True):
             m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(value)]

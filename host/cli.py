@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..firmware.config import DATASETS, PRESET_SIZES, Formats
+from ..firmware.config import DATASETS, PRESET_SIZES
 from ..sim.network import CheckpointError
 from . import datasets
 
@@ -453,8 +453,8 @@ def _cmd_infer_board(args):
                              f"and --dataset")
         if cfg.image_mean is not None:
             x = datasets.normalize_mean(x, cfg.image_mean)
-        # The reference: the board's weights and θ in a golden model whose random streams
-        # start from the seed, as a freshly started board's do.
+        # The reference: the board's weights, θ and random streams (a loaded checkpoint's,
+        # or the seed's on a freshly started board) in a golden model.
         golden = None
         loaded = True
         if not args.no_golden:
@@ -463,6 +463,7 @@ def _cmd_infer_board(args):
             golden.w_in[...] = weights["w_in"]
             golden.w_ec[...] = weights["w_ec"]
             golden.theta[...] = board.read_theta()
+            golden.rng[...] = board.read_rng()
             if args.input == "aer":
                 golden.rng[:cfg.encoder_lanes] = board.aer_encoder().lanes
             if state is not None:

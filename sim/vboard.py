@@ -787,10 +787,8 @@ class VirtualBoard:
                 raise TypeError(f"cycles must be an integer, not {cycles!r}")
             if not 1 <= cycles <= MAX_RESET_CYCLES:
                 raise ValueError(f"cycles must be from 1 to {MAX_RESET_CYCLES}, not {cycles}")
-        with self._control:
-            before = self._state["resets"]
-            self._request(signal.SIGUSR1 if cycles is None else f"reset {int(cycles)}")
-            self._await(lambda: self._state["resets"] > before, timeout, "the reset")
+        self._inject(signal.SIGUSR1 if cycles is None else f"reset {int(cycles)}", "resets",
+                     timeout, "the reset")
 
     def unplug(self, seconds: float | None = None, *, timeout: float = 10.0):
         """Pull the serial link out for ``seconds``, as one pulls a USB serial adapter.
@@ -824,11 +822,8 @@ class VirtualBoard:
                 raise TypeError(f"seconds must be a number, not {seconds!r}")
             if not 0 <= seconds <= MAX_UNPLUG_S:
                 raise ValueError(f"seconds must be from 0 to {MAX_UNPLUG_S}, not {seconds}")
-        with self._control:
-            before = self._state["unplugs"]
-            self._request(signal.SIGUSR2 if seconds is None
-                          else f"unplug {round(seconds * 1000)}")
-            self._await(lambda: self._state["unplugs"] > before, timeout, "the unplug")
+        self._inject(signal.SIGUSR2 if seconds is None else f"unplug {round(seconds * 1000)}",
+                     "unplugs", timeout, "the unplug")
 
     def wait_plugged(self, timeout: float | None = None) -> bool:
         """Wait until the serial link is plugged in; ``False`` after ``timeout`` seconds or
@@ -837,6 +832,13 @@ class VirtualBoard:
         with changed:
             changed.wait_for(lambda: self._state["plugged"] or self._state["ended"], timeout)
             return self._state["plugged"] and not self._state["ended"]
+
+    def _inject(self, what, counter, timeout, name):
+        """Ask the simulator for a fault and wait until it reports it (``counter`` grows)."""
+        with self._control:
+            before = self._state[counter]
+            self._request(what)
+            self._await(lambda: self._state[counter] > before, timeout, name)
 
     def _request(self, what):
         """Send the simulator a signal, or a command line on its stdin."""

@@ -10,8 +10,6 @@ counts equal the golden model's. Bad frames are shown to change nothing.
 
 import struct
 
-import numpy as np
-import pytest
 from amaranth.sim import Simulator
 
 from symspike.firmware import protocol as P

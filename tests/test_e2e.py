@@ -17,6 +17,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import CHIP_CFG_N, CHIP_SEED
 from symspike.firmware import protocol as P
 from symspike.firmware.config import preset
 from symspike.host.board import Board
@@ -24,29 +25,20 @@ from symspike.host.cli import main
 from symspike.host.link import PcieLink, SerialLink
 from symspike.sim.cosim import unavailable_reason
 from symspike.sim.network import GoldenModel
-from symspike.sim.vboard import VirtualBoard, build_vboard
+from symspike.sim.vboard import VirtualBoard
 
 needs_verilator = pytest.mark.skipif(bool(unavailable_reason("verilator")),
                                      reason=unavailable_reason("verilator") or "available")
 
-CFG = preset(100)
-SEED = 0
-DIVISOR = 4
+# The chip of the conftest's ``chip_exe``.
+CFG = preset(CHIP_CFG_N)
+SEED = CHIP_SEED
 #: Training images per (input mode, link): most where the simulation is fastest (pixels over
 #: PCIe, 0.25-0.5 s an image; AER over the UART takes 0.5-1 s an image).
 TRAIN = {("pixels", "pcie"): 80, ("pixels", "uart"): 20, ("aer", "uart"): 20,
          ("aer", "pcie"): 24}
 #: Held-out test images inferred after training.
 TEST = 6
-
-
-@pytest.fixture(scope="module")
-def chip_exe():
-    """The N = 100 chip's virtual-board executable (built once; about a minute)."""
-    if unavailable_reason("verilator"):
-        pytest.skip(unavailable_reason("verilator"))
-    from symspike.hdl.chip import ChipTop
-    return build_vboard(ChipTop(CFG, seed=SEED, divisor=DIVISOR), "chip", divisor=DIVISOR)
 
 
 @pytest.fixture(scope="module")

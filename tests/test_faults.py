@@ -13,33 +13,22 @@ in ``test_training.py`` and ``test_board.py``.
 
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
 
+from conftest import CHIP_CFG_N, CHIP_SEED
 from symspike.firmware.config import preset
 from symspike.firmware.protocol import Type
 from symspike.host.board import Board
 from symspike.host.link import Link, open_link
 from symspike.host.training import BoardTraining
-from symspike.sim.cosim import unavailable_reason
 from symspike.sim.network import GoldenModel
-from symspike.sim.vboard import build_vboard
 
-# The chip of test_e2e.py: the same Verilog, so one cached build serves both.
-CFG = preset(100)
-SEED = 0
-DIVISOR = 4
+# The chip of the conftest's ``chip_exe``.
+CFG = preset(CHIP_CFG_N)
+SEED = CHIP_SEED
 IMAGES = 8
-
-
-@pytest.fixture(scope="module")
-def chip_exe():
-    if unavailable_reason("verilator"):
-        pytest.skip(unavailable_reason("verilator"))
-    from symspike.hdl.chip import ChipTop
-    return build_vboard(ChipTop(CFG, seed=SEED, divisor=DIVISOR), "chip", divisor=DIVISOR)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ Default formats: V Q9.8 (LSB 1/256 mV), g Q9.10, traces Q1.12, θ Q6.24, constan
 """
 
 import numpy as np
-import pytest
 
 from symspike.firmware.config import preset
 from symspike.sim.golden_kernel import C_X, E_GE, E_GI, E_REF, E_V, E_X, I_GE, I_V

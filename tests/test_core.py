@@ -54,12 +54,15 @@ def test_parameter_validation():
 
 
 def test_training_and_test_presentations(mnist_small):
-    """Two training images (sym-STDP on both layers, teacher, re-presentations) then one test
-    image; E spikes occur, so row, column and scaling events all run."""
+    """Two training images (sym-STDP on both layers, teacher, a re-presentation); E and C
+    spikes occur, so row, column and scaling events all run. (Short presentations at a high
+    starting intensity keep the simulation to 150 steps.)"""
     x, y = mnist_small[0], mnist_small[1]
-    cfg = preset(8, lanes=8, pipelines=2, encoder_lanes=2, t_present=40.0, intensity_max=6)
+    cfg = preset(8, lanes=8, pipelines=2, encoder_lanes=2, t_present=25.0, intensity_init=5,
+                 intensity_max=6)
     got, want = simulate_core(cfg, 3, x[:2], y[:2], "both")
     assert sum(int(w[0].sum()) for w in want["images"]) > 0, "no E spikes: weak test"
+    assert max(w[2] for w in want["images"]) > 1, "no re-presentation: weak test"
     _compare(got, want)
 
 
@@ -80,8 +83,9 @@ def test_rule_and_rest_variants(mnist_small, rule, rest, lanes, pipelines):
     the accumulators is a whole memory row)."""
     x, y = mnist_small[0], mnist_small[1]
     cfg = preset(8, lanes=lanes, pipelines=pipelines, encoder_lanes=1, t_present=20.0,
-                 t_rest=5.0, intensity_max=4, rule=rule, rest=rest)
+                 t_rest=5.0, intensity_init=3, intensity_max=4, rule=rule, rest=rest)
     got, want = simulate_core(cfg, 5, x[2:3], y[2:3], "both")
+    assert max(w[2] for w in want["images"]) == 2, "one re-presentation expected"
     _compare(got, want)
 
 

@@ -556,15 +556,19 @@ def _cmd_sim_board(args):
     try:
         board = VirtualBoard.start(chip, name="chip", divisor=divisor, baud=baud,
                                    waves=args.waves, stats=args.stats, link=args.link,
-                                   xdma=args.xdma,
+                                   xdma=args.xdma, flip_rate=args.flip,
+                                   drop_rate=args.drop, flip_seed=args.flip_seed,
                                    max_cycles=args.max_cycles, on_stats=show)
-    except (VBoardError, ValueError) as exc:
+    except (VBoardError, TypeError, ValueError) as exc:
         print(f"symspike sim board: {exc}", file=sys.stderr)
         return 1
     print(board.serial_url, flush=True)
     if board.pcie_url:
         print(board.pcie_url, flush=True)
-    print(f"symspike sim board: running at {divisor} cycles per bit; open {board.port}"
+    noise = "".join(f", {what} with probability {rate:g}" for what, rate in
+                    (("a bit of each UART byte flipped", args.flip),
+                     ("each UART byte lost", args.drop)) if rate)
+    print(f"symspike sim board: running at {divisor} cycles per bit{noise}; open {board.port}"
           f"{f' (or {args.link})' if args.link else ''}; Ctrl-C stops", file=sys.stderr,
           flush=True)
     try:
@@ -616,6 +620,13 @@ def _add_sim_arguments(parser: argparse.ArgumentParser):
                    help="also make PATH a symbolic link to the pseudo-terminal")
     p.add_argument("--max-cycles", type=_positive, metavar="N",
                    help="stop after N clock cycles (default: run until Ctrl-C)")
+    p.add_argument("--flip", type=float, metavar="P",
+                   help="flip one random bit of each UART byte, either way, with probability "
+                        "P (to test a host against a noisy line)")
+    p.add_argument("--drop", type=float, metavar="P",
+                   help="lose each UART byte, either way, with probability P")
+    p.add_argument("--flip-seed", type=_natural, metavar="S",
+                   help="seed of --flip and --drop (default: 0)")
     p.set_defaults(func=_cmd_sim_board)
 
 

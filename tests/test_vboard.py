@@ -808,3 +808,12 @@ def test_cli_runs_a_chip_top(monkeypatch, capsys):
                  "--max-cycles", "50000"]) == 0
     out, err = capsys.readouterr()
     assert out.startswith("serial:///") and "50000 cycles" in err
+    # A noisy line on request, and a clear refusal of a rate that is no probability.
+    assert main(["sim", "board", "--neurons", "10", "--divisor", str(DIVISOR),
+                 "--max-cycles", "50000", "--flip", "0.5", "--flip-seed", "3"]) == 0
+    out, err = capsys.readouterr()
+    assert "a bit of each UART byte flipped with probability 0.5" in err
+    assert main(["sim", "board", "--neurons", "10", "--divisor", str(DIVISOR),
+                 "--flip", "1.5"]) == 1
+    err = capsys.readouterr().err
+    assert "flip_rate" in err and "Traceback" not in err and len(err.strip().splitlines()) <= 2

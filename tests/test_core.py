@@ -70,7 +70,8 @@ def test_aer_input_mode(mnist_small):
     """Input spikes streamed by the host (AER mode) from a host-side encoder: the same
     weights, θ and counts as the golden model, the host applying the re-presentation rule."""
     x, y = mnist_small[0], mnist_small[1]
-    cfg = preset(8, lanes=8, pipelines=2, encoder_lanes=2, t_present=20.0, intensity_max=5)
+    cfg = preset(8, lanes=8, pipelines=2, encoder_lanes=2, t_present=20.0, intensity_init=4,
+                 intensity_max=5)
     got, want = simulate_core(cfg, 7, x[3:4], y[3:4], "both", aer=True)
     assert max(w[2] for w in want["images"]) > 1, "no re-presentation: weak test"
     _compare(got, want)

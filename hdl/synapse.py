@@ -64,8 +64,10 @@ Pipeline
 Requests issue one chunk per cycle, back to back across requests (no bubbles)::
 
     S0  trace read (chunk's L traces), dither from word and hash
-    S1  weight read (per-bank address); each slot's trace and learning rate
-    S2  L multipliers: Δ = rounding of x·eta, or w_old·factor for SCALE;
+    S1  weight read (per-bank address); each slot's trace; the multiplicand (learning
+        rate, or the factor for SCALE)
+    S2  L multipliers: Δ = rounding of x·eta, or w_old·factor for SCALE (one 18 × 18
+        multiplier per lane for the multiplicand's low 18 bits, logic for the rest);
         w_new = clip(w_old ± Δ) or the scaled weight; weight write; old weights to the
         output register; column-sum read
     S3  column-sum write (+ Σ Δw); acc / rdata beat valid
@@ -128,6 +130,9 @@ WORD_BITS = 16
 #: Cycles from a request's acceptance to its first ``acc``/``rdata`` beat (with a ready
 #: sink); its last weight is written ``LATENCY − 1`` cycles after its last chunk issued.
 LATENCY = 4
+#: Operand width of the lane multipliers: the ECP5's ``MULT18X18D`` is 18 × 18; the bits of a
+#: wider multiplicand are multiplied in logic.
+MUL_WIDTH = 18
 #: The multiplier of the dither hash (``dither_hash(k) = top bits of k · HASH_MUL mod 2**32``).
 _HASH_MUL = int(dither_hash(2, 32)[1])
 _MASK32 = (1 << 32) - 1
@@ -650,6 +655,9 @@ class SynapseMemory(wiring.Component):
         # the same multiplier serves SCALE with the weight just read.
         s1_col = s1_op == Op.COL
         eta = Mux(s1_col, self.eta_post, self.eta_pre)
+        # The multiplicand shared by all lanes: the factor for SCALE, the learning rate else.
+        s1_scale = s1_op == Op.SCALE
+        mcand = Mux(s1_scale, s1_factor, eta)
         x_pre = _lanes(traces_r["pre"].data, L)
         x_post = _lanes(traces_r["post"].data, L)
         traces = [Mux(s1_col, x_pre[s], x_post[s]) for s in range(L)]
@@ -659,7 +667,8 @@ class SynapseMemory(wiring.Component):
         s2_op = stage(s1_op, "s2_op", Op)
         s2_r = stage(s1_r, "s2_r")
         s2_wdata = stage(s1_wdata, "s2_wdata")
-        s2_factor = stage(s1_factor, "s2_factor")
+        s2_mcand = stage(mcand, "s2_mcand", max(self.factor_bits, self._eta_bits))
+        s2_fzero = stage(s1_factor == 0, "s2_fzero", 1)
         s2_dither = [stage(d, f"s2_dither{s}") for s, d in enumerate(s1_dither)]
         s2_row = stage(s1_row, "s2_row")
         s2_lane = stage(s1_lane, "s2_lane")
@@ -670,20 +679,54 @@ class SynapseMemory(wiring.Component):
         s2_bmask = stage(s1_bmask, "s2_bmask")
         s2_baddr = [stage(a, f"s2_baddr{b}") for b, a in enumerate(s1_baddr)]
         s2_x = [stage(x, f"s2_x{s}", len(x_pre[s])) for s, x in enumerate(traces)]
-        s2_eta = stage(eta, "s2_eta", self._eta_bits)
 
         w_old = _rotate_down([Value.cast(port.data) for port in banks_r], s2_r, lg)
         writes = ((s2_op == Op.ROW) | (s2_op == Op.COL) | (s2_op == Op.WRITE) |
                   (s2_op == Op.SCALE))
         rf = k.recip_frac
         s2_scale = s2_op == Op.SCALE
+        # One product per lane: x·eta for Δ, w·factor for SCALE. The multiplicand (24 bits
+        # for the factor, up to 21 for the learning rate) is wider than a DSP multiplier
+        # (18 × 18 on the ECP5), which would take two per lane: its low MUL_WIDTH bits go to
+        # one multiplier, its few high bits to a shift-and-add in logic, and the two parts
+        # add up to the same exact product.
+        lo_bits = MUL_WIDTH
+        hi_bits = len(s2_mcand) - lo_bits
+        mcand_lo = s2_mcand[:lo_bits]
         w_new, dw = [], []
         for s in range(L):
             w = w_old[s]
-            # One multiplier per lane: x·eta for Δ, w·factor for SCALE; both round by adding
-            # a term below the kept bits, ``((x·eta >> (w_shift − sr)) + dither) >> sr`` being
+            x = s2_x[s]
+            a = Signal(max(len(w), len(x)), name=f"mplier{s}", attrs={"keep": 1})
+            m.d.comb += a.eq(Mux(s2_scale, w, x))
+            prod = a * mcand_lo
+            if hi_bits > 0:
+                # Bit j of the high part is the factor's, the learning rate's, or zero: its
+                # partial product is of the multiplier (w or x) of those modes that have it.
+                parts = []
+                for j in range(hi_bits):
+                    in_f = lo_bits + j < self.factor_bits
+                    in_eta = lo_bits + j < self._eta_bits
+                    operand = a if in_f and in_eta else (w if in_f else x)
+                    parts.append(Mux(s2_mcand[lo_bits + j], operand, 0) << j)
+                # A tree of two-input adders on the carry chains. Kept apart: Yosys would
+                # otherwise merge the tree into one multi-operand sum and build it from
+                # full adders in LUTs, about twice the logic.
+                level = 0
+                while len(parts) > 1:
+                    sums = []
+                    for i in range(0, len(parts) - 1, 2):
+                        total = parts[i] + parts[i + 1]
+                        sig = Signal(len(total), name=f"hi{s}_{level}_{i // 2}",
+                                     attrs={"keep": 1})
+                        m.d.comb += sig.eq(total)
+                        sums.append(sig)
+                    parts = sums + parts[len(parts) & ~1:]
+                    level += 1
+                prod = prod + (parts[0] << lo_bits)
+            # Both round by adding a term below the kept bits,
+            # ``((x·eta >> (w_shift − sr)) + dither) >> sr`` being
             # ``(x·eta + (dither << (w_shift − sr))) >> w_shift``.
-            prod = Mux(s2_scale, w, s2_x[s]) * Mux(s2_scale, s2_factor, s2_eta)
             if sr:
                 rnd = Mux(s2_scale, s2_dither[s] << (rf - sr), s2_dither[s] << (shift - sr))
             else:
@@ -695,7 +738,7 @@ class SynapseMemory(wiring.Component):
             down = Mux(d > w, 0, w - d)
             # SCALE: (w·factor + r) >> recip_frac, r the row's dither or one half.
             scaled = total_s >> rf
-            scaled = Mux(s2_factor == 0, w, Mux(scaled > w_max, w_max, scaled))
+            scaled = Mux(s2_fzero, w, Mux(scaled > w_max, w_max, scaled))
             new = Signal(B, name=f"w_new{s}")
             with m.Switch(s2_op):
                 with m.Case(Op.ROW):

@@ -765,27 +765,39 @@ class SynapseMemory(wiring.Component):
 
         # Column sums: a row's L increments go to L columns, a column's to one.
         s2_col = (s2_op == Op.COL) | (s2_op == Op.SCALE)
-        total = dw[0]
-        for step in dw[1:]:
-            total = total + step
-        incs = [Mux(s2_col, Mux(s2_lane == s, total, 0), dw[s]) for s in range(L)]
         m.d.comb += [
             sum_r.addr.eq(Mux(s2_col, s2_jd, high(s2_idx))),
             sum_r.en.eq(adv),
         ]
 
         # ---------------------------------------------------------------- S3: sums, out
-        inc_shape = signed(self._sum_bits + 1)
         s3_we = stage(s2_v & writes, "s3_we", 1)
         s3_addr = stage(sum_r.addr, "s3_addr")
-        s3_inc = [stage(v, f"s3_inc{s}", inc_shape) for s, v in enumerate(incs)]
+        s3_col = stage(s2_col, "s3_col", 1)
+        s3_lane = stage(s2_lane, "s3_lane")
+        s3_dw = [stage(v, f"s3_dw{s}") for s, v in enumerate(dw)]
+        # A column's increment is the sum of the chunk's L increments: a balanced tree of
+        # two-input adders (kept apart, as the lanes' high products are), taken in S3, which
+        # writes the sums, rather than after the weight update in S2.
+        level, parts = 0, list(s3_dw)
+        while len(parts) > 1:
+            sums_ = []
+            for i in range(0, len(parts) - 1, 2):
+                total = parts[i] + parts[i + 1]
+                sig = Signal(total.shape(), name=f"dw_sum{level}_{i // 2}", attrs={"keep": 1})
+                m.d.comb += sig.eq(total)
+                sums_.append(sig)
+            parts = sums_ + parts[len(parts) & ~1:]
+            level += 1
+        total = parts[0]
         sums = _lanes(sum_r.data, L)
         m.d.comb += [
             sum_w.addr.eq(s3_addr),
             sum_w.en.eq(adv & s3_we),
         ]
         for s in range(L):
-            m.d.comb += sum_w.data[s].eq(sums[s] + s3_inc[s])
+            inc = Mux(s3_col, Mux(s3_lane == s, total, 0), s3_dw[s])
+            m.d.comb += sum_w.data[s].eq(sums[s] + inc)
 
         acc_payload = Signal(self.acc.payload.shape())
         rd_payload = Signal(B)

@@ -18,8 +18,11 @@ The default configurations are starting points chosen from the memory and DSP bu
 * ``up5k``: ``lanes = 4`` (the four 16-bit single-port SPRAMs give about four weight
   read-modify-writes per cycle), ``pipelines = 1`` (the fewest DSPs; the LIF core still needs
   more multipliers than the eight ``SB_MAC16``), ``encoder_lanes = 1``.
-* ``ecp5-85f``: ``lanes = 64`` (the 8-bit input→E weights of N = 400 occupy 192 of the 208
-  ``DP16KD``), ``pipelines = 4`` and ``encoder_lanes = 4``.
+* ``ecp5-85f``: ``lanes = 32``, ``pipelines = 4`` and ``encoder_lanes = 4``. Each of the 32
+  banks of the 8-bit input→E weights of N = 400 holds 784 · ⌈400/32⌉ = 10 192 words, five
+  ``DP16KD`` in their 2048 × 9 shape: 160 of the 208 (the whole core takes 202). Each
+  synapse lane has one ``MULT18X18D`` (32 input→E, 8 E→C lanes). 64 lanes would need 192
+  ``DP16KD`` for these weights alone and 234 for the core, more than the device has.
 """
 
 from __future__ import annotations
@@ -190,7 +193,7 @@ TARGETS = {
         platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
         clock_hz=100e6,
         n_exc=400,
-        lanes=64,
+        lanes=32,
         pipelines=4,
         encoder_lanes=4,
         limits=DeviceLimits(lut=83640, ff=83640, bram=208, spram=0, dsp=156, bram_kbit=18),

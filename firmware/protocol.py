@@ -142,6 +142,10 @@ class Reg(enum.IntEnum):
     RETRIES = 0x07
     #: Presentations since reset (read-only).
     PRESENTATIONS = 0x08
+    #: Clock cycles of the last presentation command, saturating (read-only): for ``PRESENT``
+    #: from the core's start to its end (``hdl/budget.py``'s ``image_cycles``), for an AER
+    #: presentation from ``AER_BEGIN`` to its last step, waits for the host included.
+    CYCLES = 0x09
     #: Error counters, one per :class:`Error` code ``c`` at ``ERRORS + c`` (read-only).
     ERRORS = 0x10
     #: States of the chip's random streams at ``RNG + k`` (:func:`rng_registers` of them, in

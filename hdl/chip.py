@@ -83,6 +83,8 @@ class CommandUnit(wiring.Component):
         code = Signal(8)
         epoch = Signal(32)
         presentations = Signal(32)
+        cycles = Signal(32)                         # of the last presentation command
+        cycles_run = Signal(32)                     # of the running one, so far
         aer_open = Signal()                         # AER steps still to come
         aer_steps = Signal(range(cfg.steps_present + 1))
         last_aer = Signal()                         # the last presentation was AER
@@ -121,7 +123,7 @@ class CommandUnit(wiring.Component):
             P.Reg.EPOCH: epoch,
             P.Reg.STATUS: Cat(core.busy | core_present, aer_open),
             P.Reg.FRAMES: self.frames, P.Reg.RETRIES: self.retries,
-            P.Reg.PRESENTATIONS: presentations,
+            P.Reg.PRESENTATIONS: presentations, P.Reg.CYCLES: cycles,
         }
         with m.Switch(reg_addr):
             for addr, value in regs.items():
@@ -140,6 +142,14 @@ class CommandUnit(wiring.Component):
         with m.If(core.done & core_present):
             m.d.sync += [presentations.eq(presentations + core.presentations),
                          core_present.eq(0)]
+        # The cycles ``busy`` is high, the cycle budget's count: from the one after the
+        # core's start (where the count is 1) to the one that signals done.
+        with m.If(core.start):
+            m.d.sync += cycles_run.eq(1)
+        with m.Elif(core_present & ~cycles_run.all()):
+            m.d.sync += cycles_run.eq(cycles_run + 1)
+        with m.If(core.done & core_present):
+            m.d.sync += cycles.eq(cycles_run)
 
         ident = id_block(cfg)
         rows = Mux(proj == 0, n_in, n)

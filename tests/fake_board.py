@@ -152,7 +152,7 @@ class FakeBoard:
         regs = {Reg.MAGIC: MAGIC, Reg.VERSION: VERSION, Reg.CONFIG_ID: self.cfg.config_id,
                 Reg.EPOCH: self.epoch, Reg.STATUS: int(self._busy()) | int(self._busy()) << 1,
                 Reg.FRAMES: self.frames, Reg.RETRIES: self.retries,
-                Reg.PRESENTATIONS: self.presentations}
+                Reg.PRESENTATIONS: self.presentations, Reg.CYCLES: 0}
         for code in Error:
             regs[Reg.ERRORS + code] = self.errors[code]
         for k in range(rng_registers(self.cfg.encoder_lanes)):

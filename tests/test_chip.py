@@ -8,12 +8,14 @@ executor produce and their counters, and a training presentation whose result, w
 counts equal the golden model's. Bad frames are shown to change nothing.
 """
 
+import copy
 import struct
 
 from amaranth.sim import Simulator
 
 from symspike.firmware import protocol as P
 from symspike.firmware.config import preset
+from symspike.hdl.budget import image_cycles, record_activity
 from symspike.hdl.chip import ChipTop, id_block
 from symspike.sim.network import GoldenModel
 
@@ -185,11 +187,16 @@ def test_training_presentation_matches_golden(mnist_small):
             flags = P.PHASE_FLAGS["both"]
             res = P.Result.unpack(ack(await link.request(
                 T.PRESENT, seq, bytes([flags, int(y[k])]) + x[k].tobytes()), seq))
+            activity = record_activity(copy.deepcopy(golden), x[k], int(y[k]), "both")
             want = golden.present(x[k], int(y[k]), "both")
             assert (res.presentations, res.intensity, res.e_total) == \
                 (want.presentations, want.intensity, int(want.counts_e.sum()))
             assert res.counts_c == tuple(int(c) for c in want.counts_c)
-            seq += 1
+            # CYCLES: the core's start-to-done count, as the cycle budget predicts it.
+            cycles = ack(await link.request(T.READ_REG, seq + 1, struct.pack(
+                "<H", P.Reg.CYCLES)), seq + 1)
+            assert struct.unpack("<I", cycles)[0] == image_cycles(CFG, activity)
+            seq += 2
         counts = ack(await link.request(T.READ_COUNTS, seq, struct.pack("<BHH", 0, 0, 8)),
                      seq)
         assert struct.unpack("<8H", counts) == tuple(int(c) for c in want.counts_e)

@@ -60,6 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser):
                                     "among valid training traffic")
     add_bench_arguments(p)
 
+    from . import throughput
+    p = sub.add_parser("throughput", help="cycles per image of the chip in cycle-accurate "
+                                          "co-simulation, images/s at Fmax, memory and link "
+                                          "limits")
+    throughput.add_bench_arguments(p)
+
 
 def _save(path, data):
     if path:

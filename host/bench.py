@@ -66,6 +66,10 @@ def add_arguments(parser: argparse.ArgumentParser):
                                           "limits")
     throughput.add_bench_arguments(p)
 
+    from . import cosim_bench
+    p = sub.add_parser("cosim", help="full-chip Verilator co-simulation speed (cycles/s)")
+    cosim_bench.add_bench_arguments(p)
+
 
 def _save(path, data):
     if path:

@@ -777,8 +777,15 @@ def _frequency(text):
 def add_arguments(p: argparse.ArgumentParser):
     """Options of ``symspike build``."""
     names = ", ".join(TARGETS)
-    p.add_argument("--target", "-t", required=True, metavar="TARGET",
-                   help=f"device target: {names}")
+    from .targets import BOARDS
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--target", "-t", metavar="TARGET",
+                       help=f"device target of an out-of-context unit build: {names}")
+    where.add_argument("--board", "-b", metavar="BOARD",
+                       help=f"full-chip bitstream for a board: {', '.join(BOARDS)}")
+    p.add_argument("--program", action="store_true",
+                   help="with --board: load the bitstream onto the board (needs "
+                        "openFPGALoader or iceprog)")
     p.add_argument("--unit", "-u", action="append", metavar="UNIT",
                    help=f"unit to synthesise, repeatable: {', '.join(UNITS)} "
                         f"(default: {', '.join(default_units())}, each on its own)")
@@ -808,6 +815,10 @@ def main(args) -> int:
         print(f"symspike build: {message}", file=sys.stderr)
         return code
 
+    if args.board is not None:
+        return _board_main(args, fail)
+    if args.program:
+        return fail("--program loads a board's bitstream: use it with --board")
     try:
         target = get_target(args.target)
     except ValueError as exc:
@@ -848,6 +859,43 @@ def main(args) -> int:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(summary, indent=2) + "\n")
+        except OSError as exc:
+            return fail(f"cannot write the report {path}: {exc}")
+        print(f"report: {path}")
+    return 0
+
+
+def _board_main(args, fail) -> int:
+    """``symspike build --board B``: the full chip's bitstream."""
+    from .bitstream import BoardBuildError, build_board, format_board_result
+    from .targets import board_target
+    if args.unit or args.no_place or args.no_dsp or args.freq:
+        return fail("--unit, --no-place, --no-dsp and --freq are for --target builds; a "
+                    "board build places the whole chip at the board's clock")
+    try:
+        target = board_target(args.board)
+        cfg = target.config(n_exc=args.neurons, lanes=args.lanes, pipelines=args.pipelines,
+                            encoder_lanes=args.encoder_lanes)
+    except (TypeError, ValueError) as exc:
+        return fail(str(exc))
+
+    def say(text):
+        if not args.quiet:
+            print(text, file=sys.stderr, flush=True)
+
+    try:
+        result = build_board(args.board, cfg=cfg, program=args.program,
+                             nextpnr_seed=args.seed, log=say)
+    except (TypeError, ValueError) as exc:
+        return fail(str(exc))
+    except BoardBuildError as exc:
+        return fail(str(exc), 1)
+    print(format_board_result(result))
+    if args.report:
+        path = Path(args.report)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(result, indent=2) + "\n")
         except OSError as exc:
             return fail(f"cannot write the report {path}: {exc}")
         print(f"report: {path}")

@@ -4,7 +4,8 @@ Two targets are defined:
 
 ``up5k``
     Lattice iCE40 UltraPlus UP5K in the SG48 package, as on the iCEBreaker board; the
-    N = 100 network at 25 MHz.
+    N = 100 network at 24 MHz (twice the board's 12 MHz oscillator, so the UART divides it
+    exactly to 3 Mbaud).
 ``ecp5-85f``
     Lattice ECP5 LFE5U-85F in the CABGA381 package (speed grade 6), as on the ULX3S board;
     the N = 400 network at 100 MHz.
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 
 from ..firmware.config import NetworkConfig, preset
 
-__all__ = ["DeviceLimits", "Target", "TARGETS", "get_target"]
+__all__ = ["DeviceLimits", "Target", "TARGETS", "BOARDS", "get_target", "board_target"]
 
 
 @dataclass(frozen=True)
@@ -147,9 +148,7 @@ class Target:
             lanes=self.lanes if lanes is None else lanes,
             pipelines=self.pipelines if pipelines is None else pipelines,
             encoder_lanes=self.encoder_lanes if encoder_lanes is None else encoder_lanes,
-            clock_hz=self.clock_hz,
-            board=self.board,
-            **changes,
+            **{"clock_hz": self.clock_hz, "board": self.board, **changes},
         )
 
     def amaranth_platform(self):
@@ -175,7 +174,7 @@ TARGETS = {
         nextpnr_device=("--up5k",),
         board="icebreaker",
         platform="amaranth_boards.icebreaker:ICEBreakerPlatform",
-        clock_hz=25e6,
+        clock_hz=24e6,
         n_exc=100,
         lanes=4,
         pipelines=1,
@@ -214,3 +213,21 @@ def get_target(name: str) -> Target:
     except (KeyError, TypeError):
         raise ValueError(f"unknown target {name!r}; known targets: "
                          f"{', '.join(TARGETS)}") from None
+
+
+#: The targets by board name (``icebreaker`` → ``up5k``, ``ulx3s-85f`` → ``ecp5-85f``).
+BOARDS = {t.board: t for t in TARGETS.values()}
+
+
+def board_target(name: str) -> Target:
+    """The device target of board ``name``.
+
+    Raises
+    ------
+    ValueError
+        If there is no such board; the message lists the known ones.
+    """
+    try:
+        return BOARDS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown board {name!r}; known boards: {', '.join(BOARDS)}") from None

@@ -36,15 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..boards.targets import TARGETS, Target
+from ..boards.targets import BOARDS, Target, board_target
 from ..firmware import protocol as P
 from ..firmware.config import NetworkConfig
 
-__all__ = ["BOARDS", "board_target", "synaptic_ops", "port_limit", "link_bytes",
+__all__ = ["synaptic_ops", "port_limit", "link_bytes",
            "fmax_from_report", "add_bench_arguments", "run"]
-
-#: Board name → device target (``icebreaker`` → ``up5k``, ``ulx3s-85f`` → ``ecp5-85f``).
-BOARDS = {t.board: t for t in TARGETS.values()}
 
 #: Bits on the UART line per byte (start, 8 data, stop).
 UART_BITS_PER_BYTE = 10
@@ -57,20 +54,6 @@ _FAIL = 2
 
 class ThroughputError(Exception):
     """The benchmark cannot run or its result is wrong; the message says what to do."""
-
-
-def board_target(name: str) -> Target:
-    """The device target of board ``name``.
-
-    Raises
-    ------
-    ValueError
-        If there is no such board; the message lists the known ones.
-    """
-    try:
-        return BOARDS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown board {name!r}; known boards: {', '.join(BOARDS)}") from None
 
 
 def synaptic_ops(cfg: NetworkConfig, activity) -> int:

@@ -28,7 +28,7 @@ def test_targets_record_device_limits_and_defaults():
         (83640, 208, 0, 156)
     assert up5k.clock_mhz == 25 and ecp5.clock_mhz == 100
     cfg = up5k.config()
-    assert cfg.n_exc == 100 and cfg.clock_hz == 25e6 and cfg.board == "icebreaker"
+    assert cfg.n_exc == 100 and cfg.clock_hz == 24e6 and cfg.board == "icebreaker"
     cfg = ecp5.config(pipelines=2)
     assert cfg.n_exc == 400 and cfg.pipelines == 2 and cfg.lanes == ecp5.lanes
     with pytest.raises(ValueError, match="known targets: up5k, ecp5-85f"):

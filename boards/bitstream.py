@@ -124,6 +124,9 @@ class BoardTop(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         plat = platform or self._platform
+        # No constraint on the PLL's output: nextpnr derives it from the board clock's
+        # (which the platform writes) and the PLL's dividers; a net constraint by name would
+        # miss the net Yosys keeps after merging it with the domain's clock.
         m.domains.sync = ClockDomain("sync")
         m.submodules.clk_buf = clk = io.Buffer("i", plat.request(plat.default_clk, dir="-"))
         reset = None

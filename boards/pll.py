@@ -181,7 +181,8 @@ class PllClock(Elaboratable):
 
     The domain (defined by the parent, as Amaranth wants domains defined above their users)
     is held in reset until the PLL reports lock (and while ``reset`` is high), released
-    synchronously.
+    synchronously. nextpnr derives the clock's frequency constraint from the input clock's
+    and the dividers.
 
     Parameters
     ----------
@@ -229,6 +230,4 @@ class PllClock(Elaboratable):
         m.d.comb += ClockSignal(self._domain).eq(clk)
         hold = ~self.locked if self._reset is None else (~self.locked | self._reset)
         m.submodules.reset_sync = ResetSynchronizer(hold, domain=self._domain)
-        if platform is not None:
-            platform.add_clock_constraint(clk, self._pll.f_out_mhz * 1e6)
         return m

@@ -174,6 +174,12 @@ def add_bench_arguments(p: argparse.ArgumentParser):
                    help="core build report giving the Fmax (default: "
                         "results/synth-core-<family>.json when it is this configuration's)")
     p.add_argument("--fmax", type=float, metavar="MHZ", help="use this Fmax instead")
+    p.add_argument("--sweep-lanes", type=int, nargs="+", metavar="L",
+                   help="measure each of these lane counts in turn (instead of --lanes) and "
+                        "plot images/s against lanes (--plot)")
+    p.add_argument("--plot", metavar="PATH.png",
+                   help="with --sweep-lanes: the plot (default: "
+                        "results/throughput-<board>-lanes.png)")
     p.add_argument("--json", metavar="PATH", help="save the figures")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -376,8 +382,93 @@ def format_figures(fig: dict) -> str:
     return "\n".join(lines)
 
 
+def plot_lanes(figures: list, path):
+    """Images/s (training and inference, at the target clock and at Fmax where known) against
+    lanes, one point per figure of a sweep; saved as PNG at ``path``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    figures = sorted(figures, key=lambda f: f["config"]["lanes"])
+    lanes = [f["config"]["lanes"] for f in figures]
+    fig = Figure(figsize=(6.4, 4.2), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    clock = figures[0]["clock_mhz"]
+    for phase, marker in (("train", "o"), ("test", "s")):
+        if all(phase in f for f in figures):
+            ax.plot(lanes, [f[phase]["images_per_s_clock"] for f in figures], marker=marker,
+                    label=f"{'training' if phase == 'train' else 'inference'} at {clock:g} MHz")
+            at_fmax = [(f["config"]["lanes"], f[phase]["images_per_s_fmax"]) for f in figures
+                       if f[phase]["images_per_s_fmax"]]
+            if at_fmax:
+                ax.plot(*zip(*at_fmax), marker=marker, linestyle="--",
+                        label=f"{'training' if phase == 'train' else 'inference'} at Fmax")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(lanes, [str(v) for v in lanes])
+    ax.set_xlabel("synapse lanes L")
+    ax.set_ylabel("images/s in the core")
+    c = figures[0]["config"]
+    ax.set_title(f"{figures[0]['board']}: N = {c['n_exc']}, P = {c['pipelines']}, "
+                 f"E = {c['encoder_lanes']} (cycle-accurate co-simulation)", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
+def _sweep(args) -> int:
+    if args.lanes is not None:
+        print("symspike bench throughput: give --lanes or --sweep-lanes, not both",
+              file=sys.stderr)
+        return _FAIL
+    figures = []
+    for lanes in args.sweep_lanes:
+        args.lanes = lanes
+        try:
+            fig = measure(args)
+        except ThroughputError as exc:
+            print(f"symspike bench throughput: lanes = {lanes}: {exc}", file=sys.stderr)
+            return _FAIL
+        print(format_figures(fig))
+        figures.append(fig)
+    args.lanes = None
+    out = {"command": "symspike bench throughput " + " ".join(sys.argv[3:]),
+           "date": time.strftime("%Y-%m-%d"), "sweep": figures}
+    plot = args.plot or f"results/throughput-{figures[0]['board']}-lanes.png"
+    try:
+        plot_lanes(figures, plot)
+    except OSError as exc:
+        print(f"symspike bench throughput: cannot write {plot}: {exc}", file=sys.stderr)
+        return _FAIL
+    print(f"plot: {plot}")
+    return _finish(args, out, all(f["bit_identical"] for f in figures))
+
+
+def _finish(args, out, identical) -> int:
+    if args.json:
+        path = Path(args.json)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(out, indent=2) + "\n")
+        except OSError as exc:
+            print(f"symspike bench throughput: cannot write {path}: {exc}", file=sys.stderr)
+            return _FAIL
+        print(f"saved {path}")
+    if not identical:
+        print("symspike bench throughput: the chip's weights or θ differ from the golden "
+              "model's", file=sys.stderr)
+        return 1
+    return 0
+
+
 def run(args) -> int:
     """``symspike bench throughput``: print the figures, save them with ``--json``."""
+    if args.sweep_lanes:
+        return _sweep(args)
+    if args.plot:
+        print("symspike bench throughput: --plot goes with --sweep-lanes", file=sys.stderr)
+        return _FAIL
     try:
         fig = measure(args)
     except ThroughputError as exc:
@@ -386,17 +477,4 @@ def run(args) -> int:
     fig["command"] = "symspike bench throughput " + " ".join(sys.argv[3:])
     fig["date"] = time.strftime("%Y-%m-%d")
     print(format_figures(fig))
-    if args.json:
-        path = Path(args.json)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(fig, indent=2) + "\n")
-        except OSError as exc:
-            print(f"symspike bench throughput: cannot write {path}: {exc}", file=sys.stderr)
-            return _FAIL
-        print(f"saved {path}")
-    if not fig["bit_identical"]:
-        print("symspike bench throughput: the chip's weights or θ differ from the golden "
-              "model's", file=sys.stderr)
-        return 1
-    return 0
+    return _finish(args, fig, fig["bit_identical"])

@@ -128,3 +128,38 @@ def test_short_run_on_the_virtual_board(tmp_path, capsys, monkeypatch):
     assert aer["bytes_to_chip"] > pixels["bytes_to_chip"]
     assert pixels["stop_and_wait_images_per_s"] < pixels["ceiling_images_per_s"]
     assert "bit-identical to the golden model: yes" in text and "saved" in text
+
+
+def _figure(lanes, cycles):
+    phase = {"images_per_s_clock": 100e6 / cycles, "images_per_s_fmax": None}
+    return {"board": "ulx3s-85f", "clock_mhz": 100.0, "bit_identical": True,
+            "config": {"n_exc": 400, "lanes": lanes, "pipelines": 4, "encoder_lanes": 4},
+            "train": dict(phase), "test": dict(phase)}
+
+
+def test_lanes_sweep_measures_each_and_plots(tmp_path, monkeypatch, capsys):
+    asked = []
+
+    def measure(args):
+        asked.append(args.lanes)
+        return _figure(args.lanes, 200_000 // args.lanes)
+
+    monkeypatch.setattr(T, "measure", measure)
+    monkeypatch.setattr(T, "format_figures", lambda fig: f"lanes {fig['config']['lanes']}")
+    plot, out = tmp_path / "lanes.png", tmp_path / "sweep.json"
+    assert main(["bench", "throughput", "--board", "ulx3s-85f", "--sweep-lanes", "8", "16",
+                 "32", "--plot", str(plot), "--json", str(out)]) == 0
+    assert asked == [8, 16, 32]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    sweep = json.loads(out.read_text())["sweep"]
+    assert [f["config"]["lanes"] for f in sweep] == [8, 16, 32]
+    assert "plot:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sweep-lanes", "8", "--lanes", "8"], "--lanes or --sweep-lanes, not both"),
+    (["--plot", "x.png"], "--plot goes with --sweep-lanes"),
+])
+def test_sweep_option_errors(argv, message, capsys):
+    assert main(["bench", "throughput", "--board", "ulx3s-85f", *argv]) == 2
+    assert message in capsys.readouterr().err

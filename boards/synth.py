@@ -777,12 +777,14 @@ def _frequency(text):
 def add_arguments(p: argparse.ArgumentParser):
     """Options of ``symspike build``."""
     names = ", ".join(TARGETS)
+    from .pcie import PCIE_BOARDS
     from .targets import BOARDS
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--target", "-t", metavar="TARGET",
                        help=f"device target of an out-of-context unit build: {names}")
     where.add_argument("--board", "-b", metavar="BOARD",
-                       help=f"full-chip bitstream for a board: {', '.join(BOARDS)}")
+                       help=f"full-chip bitstream for a board: {', '.join(BOARDS)}; or the "
+                            f"Verilog and Vivado files of a PCIe card: {', '.join(PCIE_BOARDS)}")
     p.add_argument("--program", action="store_true",
                    help="with --board: load the bitstream onto the board (needs "
                         "openFPGALoader or iceprog)")
@@ -872,6 +874,27 @@ def _board_main(args, fail) -> int:
     if args.unit or args.no_place or args.no_dsp or args.freq:
         return fail("--unit, --no-place, --no-dsp and --freq are for --target builds; a "
                     "board build places the whole chip at the board's clock")
+    from .pcie import PCIE_BOARDS, pcie_config, write_pcie_kit
+    if args.board in PCIE_BOARDS:
+        if args.program:
+            return fail(f"{args.board}: the vendor's tools build and load this card's "
+                        f"bitstream; see the README the build writes")
+        try:
+            cfg = pcie_config(args.board, n_exc=args.neurons, lanes=args.lanes,
+                              pipelines=args.pipelines, encoder_lanes=args.encoder_lanes)
+            kit = write_pcie_kit(args.board, cfg=cfg)
+        except (TypeError, ValueError) as exc:
+            return fail(str(exc))
+        except OSError as exc:
+            return fail(f"cannot write the files: {exc}")
+        print(f"{args.board} ({kit['part']}): N={cfg.n_exc} lanes={cfg.lanes} "
+              f"pipelines={cfg.pipelines} encoder_lanes={cfg.encoder_lanes} at "
+              f"{cfg.clock_hz / 1e6:g} MHz; Vivado (not run here) builds the bitstream:")
+        for path in kit["files"].values():
+            print(f"  {path}")
+        if args.report:
+            Path(args.report).write_text(json.dumps(kit, indent=2) + "\n")
+        return 0
     try:
         target = board_target(args.board)
         cfg = target.config(n_exc=args.neurons, lanes=args.lanes, pipelines=args.pipelines,

@@ -920,10 +920,12 @@ class Board:
 
 def _preset_for(ident: IdBlock) -> NetworkConfig | None:
     """The preset with the ID block's ``config_id``, if any."""
+    from ..boards.pcie import PCIE_BOARDS
     from ..boards.targets import TARGETS
 
-    boards = [None] + sorted({t.board for t in TARGETS.values()})
-    clocks = sorted({25e6} | {t.clock_hz for t in TARGETS.values()})
+    cards = list(TARGETS.values()) + list(PCIE_BOARDS.values())
+    boards = [None] + sorted({t.board if hasattr(t, "board") else t.name for t in cards})
+    clocks = sorted({25e6} | {t.clock_hz for t in cards})
     for dataset in DATASETS:
         for board in boards:
             for clock in clocks:

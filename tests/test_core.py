@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from symspike.firmware.config import preset
-from symspike.hdl.core import CoreOp, NetworkCore, ec_lanes
+from symspike.hdl.core import NetworkCore, ec_lanes
 from symspike.sim import cosim
 from symspike.sim.network import GoldenModel
 from core_harness import simulate_core

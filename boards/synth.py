@@ -892,8 +892,9 @@ def _board_main(args, fail) -> int:
               f"{cfg.clock_hz / 1e6:g} MHz; Vivado (not run here) builds the bitstream:")
         for path in kit["files"].values():
             print(f"  {path}")
-        if args.report:
-            Path(args.report).write_text(json.dumps(kit, indent=2) + "\n")
+        from ..host.results import save_json
+        if args.report and not save_json(args.report, kit, "symspike build", "report:"):
+            return 2
         return 0
     try:
         target = board_target(args.board)
@@ -914,12 +915,7 @@ def _board_main(args, fail) -> int:
     except BoardBuildError as exc:
         return fail(str(exc), 1)
     print(format_board_result(result))
-    if args.report:
-        path = Path(args.report)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(result, indent=2) + "\n")
-        except OSError as exc:
-            return fail(f"cannot write the report {path}: {exc}")
-        print(f"report: {path}")
+    from ..host.results import save_json
+    if args.report and not save_json(args.report, result, "symspike build", "report:"):
+        return 2
     return 0

@@ -208,11 +208,7 @@ def get_target(name: str) -> Target:
     ValueError
         If there is no such target; the message lists the known ones.
     """
-    try:
-        return TARGETS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown target {name!r}; known targets: "
-                         f"{', '.join(TARGETS)}") from None
+    return _lookup(TARGETS, name, "target")
 
 
 #: The targets by board name (``icebreaker`` → ``up5k``, ``ulx3s-85f`` → ``ecp5-85f``).
@@ -227,7 +223,12 @@ def board_target(name: str) -> Target:
     ValueError
         If there is no such board; the message lists the known ones.
     """
+    return _lookup(BOARDS, name, "board")
+
+
+def _lookup(table: dict, name, what: str) -> Target:
     try:
-        return BOARDS[name]
+        return table[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown board {name!r}; known boards: {', '.join(BOARDS)}") from None
+        raise ValueError(f"unknown {what} {name!r}; known {what}s: "
+                         f"{', '.join(table)}") from None

@@ -134,7 +134,7 @@ def measure(args) -> dict:
 
 def run(args) -> int:
     """``symspike bench cosim``: print the figures, save them with ``--json``."""
-    import json
+    from .results import save_json
     try:
         fig = measure(args)
     except CosimBenchError as exc:
@@ -149,13 +149,6 @@ def run(args) -> int:
           f"({'meets' if fig['goal_met'] else 'misses'} the {GOAL_CYCLES_PER_S / 1e3:.0f} k goal), "
           f"{med['cycles_per_wall_s'] / 1e6:.3f} M cycles/s wall, "
           f"{med['images_per_s']:.2f} training images/s")
-    if args.json:
-        path = Path(args.json)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(fig, indent=2) + "\n")
-        except OSError as exc:
-            print(f"symspike bench cosim: cannot write {path}: {exc}", file=sys.stderr)
-            return _FAIL
-        print(f"saved {path}")
+    if args.json and not save_json(args.json, fig, "symspike bench cosim"):
+        return _FAIL
     return 0

@@ -39,6 +39,7 @@ import numpy as np
 from ..boards.targets import BOARDS, Target, board_target
 from ..firmware import protocol as P
 from ..firmware.config import NetworkConfig
+from .results import save_json
 
 __all__ = ["synaptic_ops", "port_limit", "link_bytes",
            "fmax_from_report", "add_bench_arguments", "run"]
@@ -446,15 +447,8 @@ def _sweep(args) -> int:
 
 
 def _finish(args, out, identical) -> int:
-    if args.json:
-        path = Path(args.json)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(out, indent=2) + "\n")
-        except OSError as exc:
-            print(f"symspike bench throughput: cannot write {path}: {exc}", file=sys.stderr)
-            return _FAIL
-        print(f"saved {path}")
+    if args.json and not save_json(args.json, out, "symspike bench throughput"):
+        return _FAIL
     if not identical:
         print("symspike bench throughput: the chip's weights or θ differ from the golden "
               "model's", file=sys.stderr)

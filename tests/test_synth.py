@@ -26,7 +26,7 @@ def test_targets_record_device_limits_and_defaults():
         (5280, 30, 4, 8)
     assert (ecp5.limits.lut, ecp5.limits.bram, ecp5.limits.spram, ecp5.limits.dsp) == \
         (83640, 208, 0, 156)
-    assert up5k.clock_mhz == 25 and ecp5.clock_mhz == 100
+    assert up5k.clock_mhz == 24 and ecp5.clock_mhz == 100
     cfg = up5k.config()
     assert cfg.n_exc == 100 and cfg.clock_hz == 24e6 and cfg.board == "icebreaker"
     cfg = ecp5.config(pipelines=2)

@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 test: $(STAMP)
-	$(TEST_DATA) $(BIN)/python -m pytest -q -n 2 tests
+	$(TEST_DATA) $(BIN)/python -m pytest -q -n 2 --durations=20 tests
 
 # The demo runs on the embedded default data: SYMSPIKE_DATA is removed from its environment.
 demo: $(STAMP)

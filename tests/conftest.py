@@ -1,5 +1,5 @@
 """Shared fixtures: real MNIST images from the embedded subset (no data folder needed), and
-the N = 100 chip's virtual-board executable."""
+the N = 100 chip's virtual-board executable; and the order the suite runs in."""
 
 import pytest
 
@@ -35,3 +35,36 @@ def chip_exe():
     from symspike.sim.vboard import build_vboard
     return build_vboard(ChipTop(preset(CHIP_CFG_N), seed=CHIP_SEED, divisor=CHIP_DIVISOR),
                         "chip", divisor=CHIP_DIVISOR)
+
+
+#: The suite's longest tests (node id prefixes), longest first: they start first, so that the
+#: two workers of ``make test`` (pytest-xdist) end together instead of one of them starting
+#: a four-minute bench when the other has nothing left.
+LONGEST = (
+    "tests/test_core.py::test_cocotb_bench[verilator]",
+    "tests/test_core.py::test_cocotb_bench[icarus]",
+    "tests/test_synapse.py::test_cocotb_bench[verilator",
+    "tests/test_core.py::test_rule_and_rest_variants",
+    "tests/test_scaling.py::test_cocotb_bench[verilator",
+    "tests/test_synth.py::test_small_network_core_synthesises",
+    "tests/test_core.py::test_training_and_test_presentations",
+    "tests/test_chip.py::test_training_presentation_matches_golden",
+    "tests/test_throughput.py::test_short_run_on_the_virtual_board",
+    "tests/test_fuzz.py::test_fuzz_the_virtual_board",
+    "tests/test_chip.py::test_registers_sequence_and_errors",
+    "tests/test_formal.py::test_proof[router_order_c]",
+    "tests/test_faults.py::test_bytes_flipped_on_the_wire",
+    "tests/test_synapse.py::test_cocotb_bench[icarus",
+    "tests/test_formal.py::test_packet_bound_is_exact",
+)
+
+
+def _rank(item):
+    for k, prefix in enumerate(LONGEST):
+        if item.nodeid.startswith(prefix):
+            return k
+    return len(LONGEST)
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=_rank)       # stable: the rest keep their order

@@ -235,10 +235,6 @@ def build_board(board: str, *, cfg: NetworkConfig | None = None, seed: int = 0,
     name = "symspike"
     options = {"nextpnr_opts": f"--report report.json --seed {int(nextpnr_seed)} "
                                f"--timing-allow-fail"}
-    if target.family == "ecp5":
-        # ABC9 trips an assertion of this Yosys on the whole N = 400 chip (reintegrating the
-        # LUT RAMs' bypass boxes); the classic ABC mapping does not.
-        options["synth_opts"] = "-noabc9"
     t0 = time.monotonic()
     say(f"{board}: elaborating the chip (N={cfg.n_exc}, L={cfg.lanes}, P={cfg.pipelines}, "
         f"E={cfg.encoder_lanes}) at {top.pll.f_out_mhz:g} MHz …")

@@ -128,12 +128,17 @@ class BoardTop(Elaboratable):
         # (which the platform writes) and the PLL's dividers; a net constraint by name would
         # miss the net Yosys keeps after merging it with the domain's clock.
         m.domains.sync = ClockDomain("sync")
-        m.submodules.clk_buf = clk = io.Buffer("i", plat.request(plat.default_clk, dir="-"))
+        clk_port = plat.request(plat.default_clk, dir="-")
         reset = None
         if plat.default_rst is not None:
             m.submodules.rst_buf = rst = io.Buffer("i", plat.request(plat.default_rst, dir="-"))
             reset = rst.i
-        m.submodules.clock = PllClock(self._pll, clk.i, reset)
+        if self._target.family == "ice40":
+            # The iCE40 PLL is in its clock pin's I/O tile: the pin feeds it directly.
+            m.submodules.clock = PllClock(self._pll, clk_port.io, reset, pad=True)
+        else:
+            m.submodules.clk_buf = clk = io.Buffer("i", clk_port)
+            m.submodules.clock = PllClock(self._pll, clk.i, reset)
         uart = plat.request("uart", 0, dir="-")
         m.submodules.rx_buf = rx = io.Buffer("i", uart.rx)
         m.submodules.tx_buf = tx = io.Buffer("o", uart.tx)
@@ -239,8 +244,8 @@ def build_board(board: str, *, cfg: NetworkConfig | None = None, seed: int = 0,
     say(f"{board}: elaborating the chip (N={cfg.n_exc}, L={cfg.lanes}, P={cfg.pipelines}, "
         f"E={cfg.encoder_lanes}) at {top.pll.f_out_mhz:g} MHz …")
     plan = top.platform.build(top, name=name, build_dir=str(folder), do_build=False, **options)
-    say(f"{board}: Yosys, nextpnr and the packer in {folder} (an hour or more for the "
-        f"ECP5-85F) …")
+    say(f"{board}: Yosys, nextpnr and the packer in {folder} (minutes for a small chip, an "
+        f"hour or more for a full ECP5-85F) …")
     report = folder / "report.json"
     # Outputs of an earlier build would be taken for this one's (and its logs for the
     # failure's).

@@ -194,9 +194,13 @@ class PllClock(Elaboratable):
         An asynchronous reset request (a button), active high.
     domain : str
         The clock domain driven.
+    pad : bool
+        iCE40 only: ``clk_in`` is the clock pin itself (an I/O port, not a buffered signal),
+        and the PLL takes it through ``SB_PLL40_PAD``. The iCE40's PLL sits in the I/O tile of
+        its clock pin, so a pin that feeds the PLL cannot also have an input buffer.
     """
 
-    def __init__(self, pll, clk_in, reset=None, *, domain: str = "sync"):
+    def __init__(self, pll, clk_in, reset=None, *, domain: str = "sync", pad: bool = False):
         if not isinstance(pll, (Ecp5Pll, Ice40Pll)):
             self._MustUse__silence = True   # never built: no "unused elaboratable" warning
             raise TypeError(f"pll must be an Ecp5Pll or Ice40Pll, not {type(pll).__name__}")
@@ -204,6 +208,10 @@ class PllClock(Elaboratable):
         self._clk_in = clk_in
         self._reset = reset
         self._domain = domain
+        if pad and not isinstance(pll, Ice40Pll):
+            self._MustUse__silence = True
+            raise ValueError("pad: only the iCE40 PLL takes its clock pin directly")
+        self._pad = pad
         self.locked = Signal()
 
     @property
@@ -223,6 +231,10 @@ class PllClock(Elaboratable):
                 i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1,
                 i_PHASELOADREG=1, i_PLLWAKESYNC=0, i_ENCLKOP=0, o_CLKOP=clk,
                 o_LOCK=self.locked)
+        elif self._pad:
+            m.submodules.pll = Instance(
+                "SB_PLL40_PAD", **params, i_PACKAGEPIN=self._clk_in, i_RESETB=1,
+                i_BYPASS=0, o_PLLOUTGLOBAL=clk, o_LOCK=self.locked)
         else:
             m.submodules.pll = Instance(
                 "SB_PLL40_CORE", **params, i_REFERENCECLK=self._clk_in, i_RESETB=1,

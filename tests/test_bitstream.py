@@ -17,7 +17,7 @@ SMALL = dict(n_exc=8, lanes=4, pipelines=1, encoder_lanes=1)
 @pytest.mark.parametrize("board, cell, divisor, pins, constraint", [
     ("ulx3s-85f", "EHXPLLL", 33, ('"uart_0__rx__io" SITE "M1"', '"uart_0__tx__io" SITE "L4"'),
      'FREQUENCY PORT "clk25_0__io" 25000000.0 HZ'),
-    ("icebreaker", "SB_PLL40_CORE", 8, ("set_io uart_0__rx__io 6", "set_io uart_0__tx__io 9"),
+    ("icebreaker", "SB_PLL40_PAD", 8, ("set_io uart_0__rx__io 6", "set_io uart_0__tx__io 9"),
      "set_frequency clk12_0__io 12.0"),
 ])
 def test_build_plan_of_each_board(board, cell, divisor, pins, constraint):

@@ -50,6 +50,11 @@ def test_impossible_clocks_are_refused(make, f_in, f_out, message):
         make(f_in, f_out)
 
 
+def test_pad_input_is_for_the_ice40():
+    with pytest.raises(ValueError, match="only the iCE40 PLL"):
+        PllClock(ecp5_pll(25, 100), Signal(), pad=True)
+
+
 def test_bad_parameters():
     with pytest.raises(TypeError, match="number of MHz"):
         ecp5_pll("25", 100)

@@ -191,6 +191,15 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it (reports are kept with
+    the project, without this machine's folders)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def build_board(board: str, *, cfg: NetworkConfig | None = None, seed: int = 0,
                 baud: int = DEFAULT_BAUD, program: bool = False, nextpnr_seed: int = 1,
                 root=None, log=None) -> dict:
@@ -286,7 +295,7 @@ def build_board(board: str, *, cfg: NetworkConfig | None = None, seed: int = 0,
         "clock_mhz": top.pll.f_out_mhz,
         "timing_met": achieved is not None and achieved >= top.pll.f_out_mhz,
         "critical_paths": paths[:3],
-        "bitstream": str(folder / f"{name}.{'bit' if target.family == 'ecp5' else 'bin'}"),
+        "bitstream": _shown(folder / f"{name}.{'bit' if target.family == 'ecp5' else 'bin'}"),
         "wall_s": round(wall, 1),
     }
     if program:

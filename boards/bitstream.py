@@ -32,7 +32,7 @@ from ..firmware.config import NetworkConfig
 from .pll import PllError, ecp5_pll, ice40_pll, PllClock
 from .targets import Target, board_target
 
-__all__ = ["DEFAULT_BAUD", "BoardBuildError", "BoardTop", "board_platform", "build_board",
+__all__ = ["DEFAULT_BAUD", "BoardBuildError", "BoardTop", "build_board",
            "format_board_result"]
 
 #: UART rate of the boards' USB serial bridges (FT2232H): 3 Mbaud.
@@ -152,12 +152,6 @@ class BoardTop(Elaboratable):
             m.submodules.led_buf = led_buf = io.Buffer("o", led)
             m.d.comb += led_buf.o.eq(~chip.idle)
         return m
-
-
-def board_platform(board: str):
-    """``(target, platform)`` of board ``board``."""
-    target = board_target(board)
-    return target, target.amaranth_platform()
 
 
 def _tool_path(script: str) -> str:

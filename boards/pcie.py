@@ -28,6 +28,7 @@ answers out on the master with ``TLAST``); the Tcl and the constraints are not r
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from amaranth.hdl import ClockDomain, ClockSignal, Module, ResetSignal
@@ -35,16 +36,19 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..firmware.config import NetworkConfig, preset
+from .targets import load_platform
 
 __all__ = ["PCIE_BOARDS", "PcieBoard", "AxisChipTop", "pcie_config", "write_pcie_kit"]
 
 
+@dataclass(frozen=True)
 class PcieBoard:
     """A PCIe card target: its platform, device, chip clock and default network.
 
     Parameters
     ----------
-    name : str
+    board : str
+        Its name.
     platform : str
         ``module:Class`` of its ``amaranth-boards`` platform.
     part : str
@@ -55,17 +59,18 @@ class PcieBoard:
         Default network.
     """
 
-    def __init__(self, name, platform, part, clock_hz, n_exc, lanes, pipelines,
-                 encoder_lanes):
-        self.name, self.platform, self.part = name, platform, part
-        self.clock_hz = clock_hz
-        self.n_exc, self.lanes, self.pipelines = n_exc, lanes, pipelines
-        self.encoder_lanes = encoder_lanes
+    board: str
+    platform: str
+    part: str
+    clock_hz: float
+    n_exc: int
+    lanes: int
+    pipelines: int
+    encoder_lanes: int
 
     def amaranth_platform(self):
-        import importlib
-        module, cls = self.platform.split(":")
-        return getattr(importlib.import_module(module), cls)()
+        """An instance of the card's ``amaranth-boards`` platform."""
+        return load_platform(self.platform)
 
 
 #: PCIe cards by name.
@@ -76,13 +81,13 @@ PCIE_BOARDS = {
 
 
 def pcie_config(board: str = "nitefury-ii", **changes) -> NetworkConfig:
-    """The chip configuration of a PCIe card (the preset with the card's parallelism)."""
+    """The chip configuration of a PCIe card: the preset with the card's size, parallelism
+    and clock; ``changes`` (``None`` values ignored) override them."""
     b = PCIE_BOARDS[board]
-    values = {"lanes": b.lanes, "pipelines": b.pipelines, "encoder_lanes": b.encoder_lanes,
-              "clock_hz": b.clock_hz, "board": b.name}
+    values = {"n_exc": b.n_exc, "lanes": b.lanes, "pipelines": b.pipelines,
+              "encoder_lanes": b.encoder_lanes, "clock_hz": b.clock_hz, "board": b.board}
     values.update({k: v for k, v in changes.items() if v is not None})
-    n_exc = values.pop("n_exc", None) or b.n_exc
-    return preset(n_exc, **values)
+    return preset(values.pop("n_exc"), **values)
 
 
 class AxisChipTop(wiring.Component):

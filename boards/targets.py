@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 
 from ..firmware.config import NetworkConfig, preset
 
-__all__ = ["DeviceLimits", "Target", "TARGETS", "BOARDS", "get_target", "board_target"]
+__all__ = ["DeviceLimits", "Target", "TARGETS", "BOARDS", "get_target", "board_target",
+           "load_platform"]
 
 
 @dataclass(frozen=True)
@@ -159,9 +160,7 @@ class Target:
         ImportError
             If ``amaranth-boards`` is not installed.
         """
-        import importlib
-        module, cls = self.platform.split(":")
-        return getattr(importlib.import_module(module), cls)()
+        return load_platform(self.platform)
 
 
 #: The device targets by name.
@@ -209,6 +208,19 @@ def get_target(name: str) -> Target:
         If there is no such target; the message lists the known ones.
     """
     return _lookup(TARGETS, name, "target")
+
+
+def load_platform(spec: str):
+    """An instance of the ``amaranth-boards`` platform ``spec`` (``"module:Class"``).
+
+    Raises
+    ------
+    ImportError
+        If ``amaranth-boards`` is not installed.
+    """
+    import importlib
+    module, cls = spec.split(":")
+    return getattr(importlib.import_module(module), cls)()
 
 
 #: The targets by board name (``icebreaker`` → ``up5k``, ``ulx3s-85f`` → ``ecp5-85f``).

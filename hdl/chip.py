@@ -138,18 +138,16 @@ class CommandUnit(wiring.Component):
         with m.If(rng_reg):
             m.d.comb += [reg_value.eq(core.rng_data), reg_ok.eq(1)]
 
-        # Presentations, re-presentations included, counted when the core ends a PRESENT.
-        with m.If(core.done & core_present):
-            m.d.sync += [presentations.eq(presentations + core.presentations),
-                         core_present.eq(0)]
-        # The cycles ``busy`` is high, the cycle budget's count: from the one after the
-        # core's start (where the count is 1) to the one that signals done.
+        # CYCLES counts the cycles ``busy`` is high, the cycle budget's count: from the one
+        # after the core's start (where the count is 1) to the one that signals done.
         with m.If(core.start):
             m.d.sync += cycles_run.eq(1)
         with m.Elif(core_present & ~cycles_run.all()):
             m.d.sync += cycles_run.eq(cycles_run + 1)
+        # Presentations, re-presentations included, counted when the core ends a PRESENT.
         with m.If(core.done & core_present):
-            m.d.sync += cycles.eq(cycles_run)
+            m.d.sync += [presentations.eq(presentations + core.presentations),
+                         cycles.eq(cycles_run), core_present.eq(0)]
 
         ident = id_block(cfg)
         rows = Mux(proj == 0, n_in, n)

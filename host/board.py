@@ -924,7 +924,7 @@ def _preset_for(ident: IdBlock) -> NetworkConfig | None:
     from ..boards.targets import TARGETS
 
     cards = list(TARGETS.values()) + list(PCIE_BOARDS.values())
-    boards = [None] + sorted({t.board if hasattr(t, "board") else t.name for t in cards})
+    boards = [None] + sorted({t.board for t in cards})
     clocks = sorted({25e6} | {t.clock_hz for t in cards})
     for dataset in DATASETS:
         for board in boards:

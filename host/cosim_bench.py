@@ -134,14 +134,13 @@ def measure(args) -> dict:
 
 def run(args) -> int:
     """``symspike bench cosim``: print the figures, save them with ``--json``."""
-    from .results import save_json
+    from .results import provenance, save_json
     try:
         fig = measure(args)
     except CosimBenchError as exc:
         print(f"symspike bench cosim: {exc}", file=sys.stderr)
         return _FAIL
-    fig["command"] = "symspike bench cosim " + " ".join(sys.argv[3:])
-    fig["date"] = time.strftime("%Y-%m-%d")
+    fig.update(provenance("cosim"))
     med = fig["median"]
     print(f"chip N={fig['n_exc']} over {fig['link']}{' with ' + fig['waves'] + ' waves' if fig['waves'] else ''}: "
           f"median of {fig['repeats']} × {fig['images']} images: "

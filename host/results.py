@@ -6,7 +6,16 @@ import json
 import sys
 from pathlib import Path
 
-__all__ = ["save_json"]
+__all__ = ["provenance", "save_json"]
+
+
+def provenance(bench: str) -> dict:
+    """``command``, ``date`` and ``machine`` of a ``symspike bench <bench>`` run."""
+    import time
+
+    from .experiment import machine
+    return {"command": f"symspike bench {bench} " + " ".join(sys.argv[3:]),
+            "date": time.strftime("%Y-%m-%d"), "machine": machine()}
 
 
 def save_json(path, data, prog: str, label: str = "saved") -> bool:

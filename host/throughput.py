@@ -39,7 +39,7 @@ import numpy as np
 from ..boards.targets import BOARDS, Target, board_target
 from ..firmware import protocol as P
 from ..firmware.config import NetworkConfig
-from .results import save_json
+from .results import provenance, save_json
 
 __all__ = ["synaptic_ops", "port_limit", "link_bytes",
            "fmax_from_report", "add_bench_arguments", "run"]
@@ -294,6 +294,7 @@ def measure(args) -> dict:
 
 
 def _summarise(target, cfg, args, rows, fmax, fmax_source, identical, start_s, run_s):
+    from ..hdl.core import ec_lanes
     limit = port_limit(target, cfg)
     out = {
         "board": target.board, "target": target.name, "device": target.device,
@@ -305,7 +306,7 @@ def _summarise(target, cfg, args, rows, fmax, fmax_source, identical, start_s, r
         "bit_identical": bool(identical),
         "budget_exact": all(r["cycles"] == r["budget_cycles"] for r in rows),
         "port_limit_synops_per_cycle": limit,
-        "lanes_synops_per_cycle": cfg.lanes + _ec_lanes(cfg),
+        "lanes_synops_per_cycle": cfg.lanes + ec_lanes(cfg),
         "virtual_board_start_s": round(start_s, 1), "run_s": round(run_s, 1),
         "images": rows,
     }
@@ -337,11 +338,6 @@ def _summarise(target, cfg, args, rows, fmax, fmax_source, identical, start_s, r
             }
         out[phase] = fig
     return out
-
-
-def _ec_lanes(cfg):
-    from ..hdl.core import ec_lanes
-    return ec_lanes(cfg)
 
 
 def _fmt(value, digits=0):
@@ -434,8 +430,7 @@ def _sweep(args) -> int:
         print(format_figures(fig))
         figures.append(fig)
     args.lanes = None
-    out = {"command": "symspike bench throughput " + " ".join(sys.argv[3:]),
-           "date": time.strftime("%Y-%m-%d"), "sweep": figures}
+    out = {**provenance("throughput"), "sweep": figures}
     plot = args.plot or f"results/throughput-{figures[0]['board']}-lanes.png"
     try:
         plot_lanes(figures, plot)
@@ -468,7 +463,6 @@ def run(args) -> int:
     except ThroughputError as exc:
         print(f"symspike bench throughput: {exc}", file=sys.stderr)
         return _FAIL
-    fig["command"] = "symspike bench throughput " + " ".join(sys.argv[3:])
-    fig["date"] = time.strftime("%Y-%m-%d")
+    fig.update(provenance("throughput"))
     print(format_figures(fig))
     return _finish(args, fig, fig["bit_identical"])

@@ -61,23 +61,34 @@ padding lanes of the last chunk are idle; ``SCALE`` walks a column as ``COL`` do
 
 Pipeline
 --------
-Requests issue one chunk per cycle, back to back across requests (no bubbles)::
+Requests issue one chunk per cycle, back to back across requests::
 
-    S0  trace read (chunk's L traces), dither from word and hash
-    S1  weight read (per-bank address); each slot's trace; the multiplicand (learning
-        rate, or the factor for SCALE)
-    S2  L multipliers: Δ = rounding of x·eta, or w_old·factor for SCALE (one 18 × 18
-        multiplier per lane for the multiplicand's low 18 bits, logic for the rest);
-        w_new = clip(w_old ± Δ) or the scaled weight; weight write; old weights to the
-        output register; column-sum read
-    S3  column-sum write (+ Σ Δw); acc / rdata beat valid
+    S0  trace read (chunk's L traces); dither from word and hash; a SCALE reads its
+        weights (per-bank addresses held in registers)
+    S1  each lane's multiplier, in bank order: its trace, or for SCALE the weight just
+        read; the multiplicand (learning rate, or the factor for SCALE)
+    S2  L products: Δ = rounding of x·eta saturated at w_max, or for SCALE the scaled
+        weight (one 18 × 18 multiplier per lane for the multiplicand's low 18 bits, logic
+        for the rest); weight read (other kinds)
+    S3  w_new = clip(w_old ± Δ), the WRITE's value or the scaled weight; weight write;
+        old weights to the output registers; column-sum read
+    S4  column-sum write (+ Σ Δw)
 
-A weight is read at the end of S1 and written at the end of S2, one cycle later, and the
-bank's read port is transparent to its write port: the next chunk, even of the next request
-and even the same synapse, reads the value written in that same cycle. So there is no
-read-after-write hazard and no stall between requests; the column sums' read-modify-write
-(S2→S3) works the same way. Only the output streams stall the pipeline: all stages advance
-together when the ``acc`` and ``rdata`` output registers are empty or being taken.
+From S1 on, lane ``b`` works on bank ``b``'s synapse, so the read-modify-write of a weight
+(read at the end of S2, written at the end of S3) is an adder, a clip and a multiplexer
+between the bank's output and its input, with no rotator and no multiplier in the loop: the
+products are taken a stage earlier, from registers. The banks' read ports are transparent to
+their write ports: the next chunk, even of the next request and even the same synapse, reads
+the value written in that same cycle, so there is no read-after-write hazard and no stall
+between requests; the column sums' read-modify-write (S3→S4) works the same way.
+
+A ``SCALE`` reads its weights in S0, two cycles earlier than the other kinds, so that its
+product, too, comes from a register. A ``SCALE`` request is therefore taken only when the
+chunks ahead of it in S0 and S1 are ``SCALE`` chunks of other columns (or none): a ``SCALE``
+after any other kind waits two cycles, a run of ``SCALE``\ s of different columns (a scaling
+pass) flows without a bubble, and the kinds after a ``SCALE`` follow it at once. Otherwise
+only the output streams stall the pipeline: all stages advance together when the ``acc``
+and ``rdata`` output registers are empty or being taken.
 
 Traces
 ------
@@ -129,7 +140,7 @@ PROJECTIONS = ("in", "ec")
 WORD_BITS = 16
 #: Cycles from a request's acceptance to its first ``acc``/``rdata`` beat (with a ready
 #: sink); its last weight is written ``LATENCY − 1`` cycles after its last chunk issued.
-LATENCY = 4
+LATENCY = 5
 #: Operand width of the lane multipliers: the ECP5's ``MULT18X18D`` is 18 × 18; the bits of a
 #: wider multiplicand are multiplied in logic.
 MUL_WIDTH = 18
@@ -276,7 +287,7 @@ def _rotate_up(lanes, amount, lg):
     order to bank order."""
     n = len(lanes)
     cur = list(lanes)
-    for t in range(lg):
+    for t in range(min(lg, len(Value.cast(amount)))):   # missing high bits are zero
         d = 1 << t
         cur = [Mux(amount[t], cur[(b - d) % n], cur[b]) for b in range(n)]
     return cur
@@ -286,7 +297,7 @@ def _rotate_down(lanes, amount, lg):
     """``out[s] = lanes[(s + amount) mod L]``: bank order to slot order."""
     n = len(lanes)
     cur = list(lanes)
-    for t in range(lg):
+    for t in range(min(lg, len(Value.cast(amount)))):
         d = 1 << t
         cur = [Mux(amount[t], cur[(s + d) % n], cur[s]) for s in range(n)]
     return cur
@@ -315,7 +326,8 @@ class SynapseMemory(wiring.Component):
     -------
     req : ``In(stream.Signature(RequestLayout))``
         Requests (:class:`Op`), taken back to back: a new one is accepted in the cycle its
-        predecessor issues its last chunk. Indices must be in range.
+        predecessor issues its last chunk (a ``SCALE`` after another kind two cycles
+        later, see "Pipeline"). Indices must be in range.
     acc : ``Out(stream.Signature(AccLayout))``
         ``ACC`` and ``ROW``: one beat per chunk of the row, ``CB`` per request, old weights in
         column order.
@@ -568,21 +580,44 @@ class SynapseMemory(wiring.Component):
         s0_wdata = Signal(B)
         s0_factor = Signal(B + k.recip_frac)
         s0_row = Signal(_index_shape(R))
-        s0_lane = Signal(max(lg, 1))          # READ/WRITE: the slot; COL: the sum's lane
-        s0_jd = Signal(_index_shape(CB))      # COL: column div L, the sum's row
-        s0_addr = Signal(range(R * CB + L * CB))   # address of slot 0 of this chunk
+        s0_col = Signal(_index_shape(C))
         s0_idx = Signal(range(max(R, C) + L))      # index of slot 0 (column or row)
         s0_hash = Signal(32)                  # idx · HASH_MUL mod 2**32
+        addr_shape = unsigned(bits_for(R * CB + L * CB))
+        # The chunk's address in every bank, in registers: a SCALE reads its weights
+        # straight from them in S0.
+        s0_baddr = [Signal(addr_shape, name=f"s0_baddr{b}") for b in range(L)]
 
         is_row0 = (s0_op == Op.ACC) | (s0_op == Op.ROW)
         is_col0 = (s0_op == Op.COL) | (s0_op == Op.SCALE)
+        s0_scale = s0_active & (s0_op == Op.SCALE)
         s0_last = Signal()
         m.d.comb += s0_last.eq(Mux(is_col0, s0_idx == (RB - 1) * L,
                                    Mux(is_row0, s0_idx == (CB - 1) * L, 1)))
 
+        s1_v = stage(s0_active, "s1_valid", 1)
+        s1_op = stage(s0_op, "s1_op", Op)
+        s1_col = stage(s0_col, "s1_col")
+
+        # A SCALE reads its weights in S0, two cycles before the other kinds read theirs
+        # (S2), so that its product can be taken from a register in S2. It is accepted only
+        # when the chunks that will be in S1 and S2 as it reads are SCALEs of other columns
+        # (or none): then the banks' read ports are its own, and every weight it reads has
+        # been written back. Runs of SCALEs of successive columns have no bubble.
         p = self.req.payload
-        m.d.comb += self.req.ready.eq(adv & (~s0_active | s0_last))
+        p_scale = p.op == Op.SCALE
+        p_colop = (p.op == Op.COL) | p_scale
+
+        def blocks_scale(valid, op, col):
+            return valid & ((op != Op.SCALE) | (col == p.col))
+
+        hold = p_scale & (blocks_scale(s0_active, s0_op, s0_col) |
+                          blocks_scale(s1_v, s1_op, s1_col))
+        m.d.comb += self.req.ready.eq(adv & (~s0_active | s0_last) & ~hold)
         accept = self.req.valid & self.req.ready
+        row_base = p.row * CB + Mux((p.op == Op.ACC) | (p.op == Op.ROW), 0, high(p.col))
+        first_addr = _rotate_up([Mux(p_colop, high(p.col) + s * CB, row_base)
+                                 for s in range(L)], low(p.col), lg)
         with m.If(accept):
             m.d.sync += [
                 s0_active.eq(1),
@@ -591,98 +626,86 @@ class SynapseMemory(wiring.Component):
                 s0_wdata.eq(p.wdata),
                 s0_factor.eq(p.factor),
                 s0_row.eq(p.row),
-                s0_lane.eq(low(p.col)),
-                s0_jd.eq(high(p.col)),
+                s0_col.eq(p.col),
+                s0_r.eq(Mux(p_colop, low(p.col), low(p.row))),
+                s0_idx.eq(Mux(p_colop | (p.op == Op.ACC) | (p.op == Op.ROW), 0,
+                              high(p.col) * L)),
                 s0_hash.eq(0),
             ]
-            with m.Switch(p.op):
-                with m.Case(Op.ACC, Op.ROW):
-                    m.d.sync += [s0_r.eq(low(p.row)), s0_addr.eq(p.row * CB), s0_idx.eq(0)]
-                with m.Case(Op.COL, Op.SCALE):
-                    m.d.sync += [s0_r.eq(low(p.col)), s0_addr.eq(high(p.col)),
-                                 s0_idx.eq(0)]
-                with m.Default():
-                    m.d.sync += [s0_r.eq(low(p.row)),
-                                 s0_addr.eq(p.row * CB + high(p.col)),
-                                 s0_idx.eq(high(p.col) * L)]
+            m.d.sync += [a.eq(v) for a, v in zip(s0_baddr, first_addr)]
         with m.Elif(adv & s0_active):
             with m.If(s0_last):
                 m.d.sync += s0_active.eq(0)
             with m.Else():
                 m.d.sync += [
-                    s0_addr.eq(s0_addr + Mux(is_col0, L * CB, 1)),
                     s0_idx.eq(s0_idx + L),
                     s0_hash.eq((s0_hash + ((L * _HASH_MUL) & _MASK32))[:32]),
                 ]
+                m.d.sync += [a.eq(a + Mux(is_col0, L * CB, 1)) for a in s0_baddr]
 
-        slot_ok, slot_addr, dither = [], [], []
+        slot_ok, dither = [], []
         limit = Mux(is_col0, R, C)
         for s in range(L):
-            ok = Mux(is_row0 | is_col0, s0_idx + s < limit, s0_lane == s)
-            slot_ok.append(ok)
-            slot_addr.append(Mux(is_col0, s0_addr + s * CB, s0_addr))
+            slot_ok.append(Mux(is_row0 | is_col0, s0_idx + s < limit, low(s0_col) == s))
             if sr:
                 h = (s0_hash + ((s * _HASH_MUL) & _MASK32))[32 - sr:32]
                 dither.append(s0_word[:sr] ^ h)
-        bank_addr = _rotate_up(slot_addr, s0_r, lg)
         bank_ok = _rotate_up(slot_ok, s0_r, lg)
+        bank_dither = _rotate_up(dither, s0_r, lg) if sr else []
 
         chunk = high(s0_idx)
         for port in traces_r.values():
             m.d.comb += [port.addr.eq(chunk), port.en.eq(adv)]
 
-        # ---------------------------------------------------------------- S1: read
-        addr_shape = unsigned(bits_for(max(self.bank_depth - 1, 1)))
-        s1_v = stage(s0_active, "s1_valid", 1)
-        s1_op = stage(s0_op, "s1_op", Op)
+        # ---------------------------------------------------------------- S1: traces
+        # From here on the datapath works in bank order: lane b is bank b's synapse, so
+        # the read-modify-write in S3 has no rotator in it.
         s1_r = stage(s0_r, "s1_r")
         s1_wdata = stage(s0_wdata, "s1_wdata")
         s1_factor = stage(s0_factor, "s1_factor")
         s1_row = stage(s0_row, "s1_row")
-        s1_lane = stage(s0_lane, "s1_lane")
-        s1_jd = stage(s0_jd, "s1_jd")
         s1_idx = stage(s0_idx, "s1_idx")
         s1_last = stage(s0_last, "s1_last", 1)
         s1_smask = stage(Cat(*slot_ok), "s1_smask", L)
         s1_bmask = stage(Cat(*bank_ok), "s1_bmask", L)
-        s1_baddr = [stage(a, f"s1_baddr{b}", addr_shape) for b, a in enumerate(bank_addr)]
-        s1_dither = [stage(d, f"s1_dither{s}", sr) for s, d in enumerate(dither)]
+        s1_baddr = [stage(a, f"s1_baddr{b}") for b, a in enumerate(s0_baddr)]
+        s1_dither = [stage(d, f"s1_dither{b}", sr) for b, d in enumerate(bank_dither)]
 
-        for b in range(L):
-            m.d.comb += [banks_r[b].addr.eq(s1_baddr[b]), banks_r[b].en.eq(adv)]
-
-        # The trace and learning rate of each slot's Δ; the product is taken in S2, where
-        # the same multiplier serves SCALE with the weight just read.
-        s1_col = s1_op == Op.COL
-        eta = Mux(s1_col, self.eta_post, self.eta_pre)
-        # The multiplicand shared by all lanes: the factor for SCALE, the learning rate else.
         s1_scale = s1_op == Op.SCALE
+        s1_colop = s1_op == Op.COL
+        eta = Mux(s1_colop, self.eta_post, self.eta_pre)
+        # The multiplicand shared by all lanes: the factor for SCALE, the learning rate else;
+        # the multiplier of each lane: the weight just read for SCALE, its trace else.
         mcand = Mux(s1_scale, s1_factor, eta)
         x_pre = _lanes(traces_r["pre"].data, L)
         x_post = _lanes(traces_r["post"].data, L)
-        traces = [Mux(s1_col, x_pre[s], x_post[s]) for s in range(L)]
+        x_bank = _rotate_up([Mux(s1_colop, x_pre[s], x_post[s]) for s in range(L)], s1_r, lg)
+        w_s1 = [Value.cast(port.data) for port in banks_r]
+        mplier = [Mux(s1_scale, w_s1[b], x_bank[b]) for b in range(L)]
 
-        # ---------------------------------------------------------------- S2: write
+        # ---------------------------------------------------------------- S2: products
         s2_v = stage(s1_v, "s2_valid", 1)
         s2_op = stage(s1_op, "s2_op", Op)
         s2_r = stage(s1_r, "s2_r")
         s2_wdata = stage(s1_wdata, "s2_wdata")
-        s2_mcand = stage(mcand, "s2_mcand", max(self.factor_bits, self._eta_bits))
-        s2_fzero = stage(s1_factor == 0, "s2_fzero", 1)
-        s2_dither = [stage(d, f"s2_dither{s}") for s, d in enumerate(s1_dither)]
         s2_row = stage(s1_row, "s2_row")
-        s2_lane = stage(s1_lane, "s2_lane")
-        s2_jd = stage(s1_jd, "s2_jd")
+        s2_col = stage(s1_col, "s2_col")
         s2_idx = stage(s1_idx, "s2_idx")
         s2_last = stage(s1_last, "s2_last", 1)
         s2_smask = stage(s1_smask, "s2_smask")
         s2_bmask = stage(s1_bmask, "s2_bmask")
         s2_baddr = [stage(a, f"s2_baddr{b}") for b, a in enumerate(s1_baddr)]
-        s2_x = [stage(x, f"s2_x{s}", len(x_pre[s])) for s, x in enumerate(traces)]
+        s2_dither = [stage(d, f"s2_dither{b}") for b, d in enumerate(s1_dither)]
+        s2_mcand = stage(mcand, "s2_mcand", max(self.factor_bits, self._eta_bits))
+        s2_fzero = stage(s1_factor == 0, "s2_fzero", 1)
+        s2_a = [stage(a, f"s2_mplier{b}", max(B, len(x_pre[0]))) for b, a in enumerate(mplier)]
 
-        w_old = _rotate_down([Value.cast(port.data) for port in banks_r], s2_r, lg)
-        writes = ((s2_op == Op.ROW) | (s2_op == Op.COL) | (s2_op == Op.WRITE) |
-                  (s2_op == Op.SCALE))
+        for b in range(L):
+            m.d.comb += [
+                banks_r[b].addr.eq(Mux(s0_scale, s0_baddr[b], s2_baddr[b])),
+                banks_r[b].en.eq(adv),
+            ]
+
         rf = k.recip_frac
         s2_scale = s2_op == Op.SCALE
         # One product per lane: x·eta for Δ, w·factor for SCALE. The multiplicand (24 bits
@@ -693,22 +716,13 @@ class SynapseMemory(wiring.Component):
         lo_bits = MUL_WIDTH
         hi_bits = len(s2_mcand) - lo_bits
         mcand_lo = s2_mcand[:lo_bits]
-        w_new, dw = [], []
-        for s in range(L):
-            w = w_old[s]
-            x = s2_x[s]
-            a = Signal(max(len(w), len(x)), name=f"mplier{s}", attrs={"keep": 1})
-            m.d.comb += a.eq(Mux(s2_scale, w, x))
+        operand = []
+        for b in range(L):
+            a = s2_a[b]
             prod = a * mcand_lo
             if hi_bits > 0:
-                # Bit j of the high part is the factor's, the learning rate's, or zero: its
-                # partial product is of the multiplier (w or x) of those modes that have it.
-                parts = []
-                for j in range(hi_bits):
-                    in_f = lo_bits + j < self.factor_bits
-                    in_eta = lo_bits + j < self._eta_bits
-                    operand = a if in_f and in_eta else (w if in_f else x)
-                    parts.append(Mux(s2_mcand[lo_bits + j], operand, 0) << j)
+                # A multiplicand bit above both the factor's and the rate's width is zero.
+                parts = [Mux(s2_mcand[lo_bits + j], a, 0) << j for j in range(hi_bits)]
                 # A tree of two-input adders on the carry chains. Kept apart: Yosys would
                 # otherwise merge the tree into one multi-operand sum and build it from
                 # full adders in LUTs, about twice the logic.
@@ -717,7 +731,7 @@ class SynapseMemory(wiring.Component):
                     sums = []
                     for i in range(0, len(parts) - 1, 2):
                         total = parts[i] + parts[i + 1]
-                        sig = Signal(len(total), name=f"hi{s}_{level}_{i // 2}",
+                        sig = Signal(len(total), name=f"hi{b}_{level}_{i // 2}",
                                      attrs={"keep": 1})
                         m.d.comb += sig.eq(total)
                         sums.append(sig)
@@ -728,58 +742,85 @@ class SynapseMemory(wiring.Component):
             # ``((x·eta >> (w_shift − sr)) + dither) >> sr`` being
             # ``(x·eta + (dither << (w_shift − sr))) >> w_shift``.
             if sr:
-                rnd = Mux(s2_scale, s2_dither[s] << (rf - sr), s2_dither[s] << (shift - sr))
+                rnd = Mux(s2_scale, s2_dither[b] << (rf - sr), s2_dither[b] << (shift - sr))
             else:
                 rnd = Mux(s2_scale, 1 << (rf - 1), 1 << (shift - 1))
             total_s = prod + rnd
+            # Δ saturates at w_max without changing a clipped result: w + Δ ≥ w_max and
+            # w − Δ ≤ 0 for any Δ ≥ w_max.
             d = total_s >> shift
+            d = Mux(d > w_max, w_max, d)
+            # SCALE: (w·factor + r) >> recip_frac, r the row's dither or one half.
+            scaled = total_s >> rf
+            scaled = Mux(s2_fzero, a[:B], Mux(scaled > w_max, w_max, scaled))
+            operand.append(Mux(s2_scale, scaled, d))
+
+        # ---------------------------------------------------------------- S3: write
+        s3_v = stage(s2_v, "s3_valid", 1)
+        s3_op = stage(s2_op, "s3_op", Op)
+        s3_r = stage(s2_r, "s3_r")
+        s3_wdata = stage(s2_wdata, "s3_wdata")
+        s3_row = stage(s2_row, "s3_row")
+        s3_col = stage(s2_col, "s3_col")
+        s3_idx = stage(s2_idx, "s3_idx")
+        s3_last = stage(s2_last, "s3_last", 1)
+        s3_smask = stage(s2_smask, "s3_smask")
+        s3_bmask = stage(s2_bmask, "s3_bmask")
+        s3_baddr = [stage(a, f"s3_baddr{b}") for b, a in enumerate(s2_baddr)]
+        s3_d = [stage(v, f"s3_operand{b}", B) for b, v in enumerate(operand)]
+        s3_wsc = [stage(a[:B], f"s3_wscale{b}", B) for b, a in enumerate(s2_a)]
+
+        w_bank = [Value.cast(port.data) for port in banks_r]
+        writes = ((s3_op == Op.ROW) | (s3_op == Op.COL) | (s3_op == Op.WRITE) |
+                  (s3_op == Op.SCALE))
+        s3_scale = s3_op == Op.SCALE
+        dw = []
+        for b in range(L):
+            w, d = w_bank[b], s3_d[b]
             up = w + d
             up = Mux(up > w_max, w_max, up)
             down = Mux(d > w, 0, w - d)
-            # SCALE: (w·factor + r) >> recip_frac, r the row's dither or one half.
-            scaled = total_s >> rf
-            scaled = Mux(s2_fzero, w, Mux(scaled > w_max, w_max, scaled))
-            new = Signal(B, name=f"w_new{s}")
-            with m.Switch(s2_op):
+            new = Signal(B, name=f"w_new{b}")
+            with m.Switch(s3_op):
                 with m.Case(Op.ROW):
                     m.d.comb += new.eq(down if self._asym else up)
                 with m.Case(Op.COL):
                     m.d.comb += new.eq(up)
                 with m.Case(Op.WRITE):
-                    m.d.comb += new.eq(s2_wdata)
+                    m.d.comb += new.eq(s3_wdata)
                 with m.Case(Op.SCALE):
-                    m.d.comb += new.eq(scaled)
+                    m.d.comb += new.eq(d)
                 with m.Default():
                     m.d.comb += new.eq(w)
-            w_new.append(new)
-            step = Signal(signed(B + 1), name=f"dw{s}")
-            m.d.comb += step.eq(Mux(s2_smask[s] & writes, new - w, 0))
+            m.d.comb += [
+                banks_w[b].addr.eq(s3_baddr[b]),
+                banks_w[b].data.eq(new),
+                banks_w[b].en.eq(adv & s3_v & writes & s3_bmask[b]),
+            ]
+            # A SCALE's old weight was read in S0 and came along in a register.
+            old = Mux(s3_scale, s3_wsc[b], w)
+            step = Signal(signed(B + 1), name=f"dw{b}")
+            m.d.comb += step.eq(Mux(s3_bmask[b] & writes, new - old, 0))
             dw.append(step)
 
-        for b, new in enumerate(_rotate_up(w_new, s2_r, lg)):
-            m.d.comb += [
-                banks_w[b].addr.eq(s2_baddr[b]),
-                banks_w[b].data.eq(new),
-                banks_w[b].en.eq(adv & s2_v & writes & s2_bmask[b]),
-            ]
-
         # Column sums: a row's L increments go to L columns, a column's to one.
-        s2_col = (s2_op == Op.COL) | (s2_op == Op.SCALE)
+        s3_colop = (s3_op == Op.COL) | (s3_op == Op.SCALE)
         m.d.comb += [
-            sum_r.addr.eq(Mux(s2_col, s2_jd, high(s2_idx))),
+            sum_r.addr.eq(Mux(s3_colop, high(s3_col), high(s3_idx))),
             sum_r.en.eq(adv),
         ]
 
-        # ---------------------------------------------------------------- S3: sums, out
-        s3_we = stage(s2_v & writes, "s3_we", 1)
-        s3_addr = stage(sum_r.addr, "s3_addr")
-        s3_col = stage(s2_col, "s3_col", 1)
-        s3_lane = stage(s2_lane, "s3_lane")
-        s3_dw = [stage(v, f"s3_dw{s}") for s, v in enumerate(dw)]
+        # ---------------------------------------------------------------- S4: sums
+        s4_we = stage(s3_v & writes, "s4_we", 1)
+        s4_addr = stage(sum_r.addr, "s4_addr")
+        s4_colop = stage(s3_colop, "s4_colop", 1)
+        s4_lane = stage(low(s3_col), "s4_lane")
+        s4_r = stage(s3_r, "s4_r")
+        s4_dw = [stage(v, f"s4_dw{b}") for b, v in enumerate(dw)]
+        slot_dw = _rotate_down(s4_dw, s4_r, lg)
         # A column's increment is the sum of the chunk's L increments: a balanced tree of
-        # two-input adders (kept apart, as the lanes' high products are), taken in S3, which
-        # writes the sums, rather than after the weight update in S2.
-        level, parts = 0, list(s3_dw)
+        # two-input adders (kept apart, as the lanes' high products are).
+        level, parts = 0, list(slot_dw)
         while len(parts) > 1:
             sums_ = []
             for i in range(0, len(parts) - 1, 2):
@@ -792,24 +833,26 @@ class SynapseMemory(wiring.Component):
         total = parts[0]
         sums = _lanes(sum_r.data, L)
         m.d.comb += [
-            sum_w.addr.eq(s3_addr),
-            sum_w.en.eq(adv & s3_we),
+            sum_w.addr.eq(s4_addr),
+            sum_w.en.eq(adv & s4_we),
         ]
         for s in range(L):
-            inc = Mux(s3_col, Mux(s3_lane == s, total, 0), s3_dw[s])
+            inc = Mux(s4_colop, Mux(s4_lane == s, total, 0), slot_dw[s])
             m.d.comb += sum_w.data[s].eq(sums[s] + inc)
 
+        # ---------------------------------------------------------------- outputs
+        w_old = _rotate_down(w_bank, s3_r, lg)
         acc_payload = Signal(self.acc.payload.shape())
         rd_payload = Signal(B)
         with m.If(adv):
             m.d.sync += [
-                acc_v.eq(s2_v & ((s2_op == Op.ACC) | (s2_op == Op.ROW))),
-                acc_payload.row.eq(s2_row),
-                acc_payload.col.eq(s2_idx),
-                acc_payload.mask.eq(s2_smask),
-                acc_payload.last.eq(s2_last),
-                rd_v.eq(s2_v & (s2_op == Op.READ)),
-                rd_payload.eq(Array(w_old)[s2_lane]),
+                acc_v.eq(s3_v & ((s3_op == Op.ACC) | (s3_op == Op.ROW))),
+                acc_payload.row.eq(s3_row),
+                acc_payload.col.eq(s3_idx),
+                acc_payload.mask.eq(s3_smask),
+                acc_payload.last.eq(s3_last),
+                rd_v.eq(s3_v & (s3_op == Op.READ)),
+                rd_payload.eq(Array(w_old)[low(s3_col)]),
             ]
             for s in range(L):
                 m.d.sync += acc_payload.weights[s].eq(w_old[s])
@@ -823,6 +866,6 @@ class SynapseMemory(wiring.Component):
             self.acc.payload.eq(acc_payload),
             self.rdata.valid.eq(rd_v),
             self.rdata.payload.eq(rd_payload),
-            self.busy.eq(s0_active | s1_v | s2_v | s3_we | acc_v | rd_v),
+            self.busy.eq(s0_active | s1_v | s2_v | s3_v | s4_we | acc_v | rd_v),
         ]
         return m

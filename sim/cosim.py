@@ -64,6 +64,11 @@ PARAMS_ENV = "SYMSPIKE_COSIM_PARAMS"
 TIMESCALE = ("1ns", "1ps")
 #: Verilator flags: Amaranth's Verilog trips width lint warnings that are not errors.
 VERILATOR_ARGS = ("-Wno-fatal", "-Wno-lint", "-Wno-style")
+#: cocotb builds Verilator models with every signal public and writable
+#: (``--public-flat-rw``), which keeps Verilator from optimising the design's inside; the
+#: benches drive and sample only the top module's ports, so only those are made public (a
+#: control file), and the model simulates about three times faster.
+VERILATOR_PUBLIC = '`verilator_config\npublic_flat_rw -module "{top}" -var "*"\n'
 #: C++ optimisation of the cocotb Verilator builds. The N = 100 core's build compiles in 76 s
 #: at -O1 against 131 s at Verilator's default -Os and simulates its 23 images as fast;
 #: -O0 compiles in 40 s but simulates four times slower.
@@ -408,11 +413,15 @@ def _build(design: VerilogDesign, simulator: str, waves: bool) -> Path:
     from cocotb_tools.runner import get_runner
 
     build_dir = design.folder / (simulator + ("-waves" if waves else ""))
-    args = list(VERILATOR_ARGS) if simulator == "verilator" else []
+    args = []
     env = tool_env(simulator)
     if simulator == "verilator":
         env["MAKEFLAGS"] = f"{env['MAKEFLAGS']} {VERILATOR_CXX_OPT}"
+        public = design.folder / "public.vlt"
+        _write_atomic(public, VERILATOR_PUBLIC.format(top=design.name))
+        args = [*VERILATOR_ARGS, "--no-public-flat-rw", str(public)]
     stamp_text = json.dumps({"verilog": design.digest, "args": args, "waves": waves,
+                             "public": VERILATOR_PUBLIC if simulator == "verilator" else None,
                              "cxx": env.get("MAKEFLAGS"),
                              "timescale": TIMESCALE, "python": sys.executable,
                              "tools": _tool_versions(simulator)})

@@ -39,23 +39,27 @@ def chip_exe():
 
 #: The suite's longest tests (node id prefixes), longest first: they start first, so that the
 #: two workers of ``make test`` (pytest-xdist) end together instead of one of them starting
-#: a four-minute bench when the other has nothing left.
+#: a two-minute bench when the other has nothing left.
 LONGEST = (
-    "tests/test_core.py::test_cocotb_bench[verilator]",
     "tests/test_core.py::test_cocotb_bench[icarus]",
-    "tests/test_synapse.py::test_cocotb_bench[verilator",
-    "tests/test_core.py::test_rule_and_rest_variants",
-    "tests/test_scaling.py::test_cocotb_bench[verilator",
-    "tests/test_synth.py::test_small_network_core_synthesises",
-    "tests/test_core.py::test_training_and_test_presentations",
-    "tests/test_chip.py::test_training_presentation_matches_golden",
+    "tests/test_core.py::test_cocotb_bench[verilator]",
+    "tests/test_cosim_bench.py::test_two_sessions_on_the_virtual_board",
     "tests/test_throughput.py::test_short_run_on_the_virtual_board",
+    "tests/test_synapse.py::test_cocotb_bench[verilator",
     "tests/test_fuzz.py::test_fuzz_the_virtual_board",
-    "tests/test_chip.py::test_registers_sequence_and_errors",
-    "tests/test_formal.py::test_proof[router_order_c]",
     "tests/test_faults.py::test_bytes_flipped_on_the_wire",
-    "tests/test_synapse.py::test_cocotb_bench[icarus",
-    "tests/test_formal.py::test_packet_bound_is_exact",
+    "tests/test_synth.py::test_small_network_core_synthesises",
+    "tests/test_lif.py::test_cocotb_bench[EI-verilator",
+    "tests/test_chip.py::test_training_presentation_matches_golden",
+    "tests/test_lif.py::test_cocotb_bench[C-verilator",
+    "tests/test_core.py::test_rule_and_rest_variants",
+    "tests/test_e2e.py::test_online_training_is_bit_exact",
+    "tests/test_scaling.py::test_cocotb_bench[verilator",
+    "tests/test_vboard.py::test_cli_runs_a_chip_top",
+    "tests/test_core.py::test_training_and_test_presentations",
+    "tests/test_encoder.py::test_encoder_cocotb[verilator",
+    "tests/test_router.py::test_cocotb_bench[verilator",
+    "tests/test_chip.py::test_registers_sequence_and_errors",
 )
 
 

@@ -95,7 +95,7 @@ def test_rule_and_rest_variants(mnist_small, rule, rest, lanes, pipelines):
 #: 90 cycles per time step (about 62 000 cycles per image).
 COSIM = dict(lanes=16, pipelines=4, encoder_lanes=4)
 COSIM_TRAIN, COSIM_TEST, COSIM_SEED = 20, 3, 11
-#: Images each simulator presents in the suite. Verilator runs all 23 in about a minute;
+#: Images each simulator presents in the suite. Verilator runs all 23 in about 15 s;
 #: Icarus simulates this design at about 500 cycles/s, so the suite gives it the first
 #: training image (weights and θ compared after it) and ``SYMSPIKE_CORE_IMAGES=0`` runs
 #: all of them (about 50 minutes).

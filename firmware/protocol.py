@@ -38,7 +38,8 @@ from dataclasses import dataclass
 __all__ = [
     "SYNC", "MAX_PAYLOAD", "HEADER_BYTES", "TRAILER_BYTES", "MAGIC", "VERSION",
     "Type", "Error", "Reg", "rng_registers", "Phase", "PHASE_FLAGS", "Frame", "crc16", "encode",
-    "FrameParser", "ProtocolError", "IdBlock", "Result", "COMMANDS",
+    "FrameParser", "ProtocolError", "IdBlock", "Result", "COMMANDS", "encode_runs",
+    "decode_runs",
 ]
 
 SYNC = 0x5A
@@ -48,8 +49,8 @@ HEADER_BYTES = 5
 TRAILER_BYTES = 2
 #: Identification word of the ID block: "SSNN".
 MAGIC = 0x4E4E5353
-#: Protocol version in the ID block.
-VERSION = 1
+#: Protocol version in the ID block (2: :attr:`Type.PRESENT_RUNS`).
+VERSION = 2
 
 
 class Type(enum.IntEnum):
@@ -64,6 +65,12 @@ class Type(enum.IntEnum):
     #: ``u8 flags, u8 label, u8 pixels[784]`` → :class:`Result`. Present one image with the
     #: on-chip encoder and the re-presentation rule.
     PRESENT = 0x10
+    #: ``u8 flags, u8 label, runs[]`` → :class:`Result`: :attr:`PRESENT` with the image in
+    #: runs (:func:`encode_runs`), a third of the bytes for MNIST. Each run is ``u8 zeros, u8
+    #: count, u8 values[count]``: ``zeros`` zero pixels, then ``count`` pixels; the image is
+    #: padded with zero pixels to 784. A run that extends past the payload or an image
+    #: longer than 784 pixels is refused (:attr:`Error.ARGUMENT`) before any pixel is used.
+    PRESENT_RUNS = 0x15
     #: ``u8 flags, u8 label, u8 intensity`` → empty. Start one presentation whose input spikes
     #: come from :attr:`AER` frames (no re-presentation: the host decides).
     AER_BEGIN = 0x11
@@ -319,6 +326,7 @@ COMMANDS = {
     Type.READ_REG: 2,
     Type.WRITE_REG: 6,
     Type.PRESENT: 2 + 784,
+    Type.PRESENT_RUNS: (2, 1),
     Type.AER_BEGIN: 3,
     Type.AER: (2, 2),
     Type.RESULT: 0,
@@ -330,3 +338,48 @@ COMMANDS = {
     Type.READ_COUNTS: 5,
     Type.LOAD_PROGRAM: (3, 2),
 }
+
+
+def encode_runs(pixels) -> bytes:
+    """The runs of :attr:`Type.PRESENT_RUNS` for an image's pixels (bytes 0–255, 784 of
+    them or fewer; the rest are zero): each stretch of non-zero pixels is one run with the
+    zeros before it, trailing zeros are left out. A stretch of more than 255 zeros takes
+    runs with ``count = 0``, one of more than 255 pixels a further run with ``zeros = 0``.
+    """
+    px = bytes(bytearray(pixels))
+    out = bytearray()
+    k, n = 0, len(px)
+    while True:
+        zeros = 0
+        while k < n and px[k] == 0:
+            zeros += 1
+            k += 1
+        if k == n:
+            return bytes(out)
+        while zeros > 255:
+            out += bytes([255, 0])
+            zeros -= 255
+        start = k
+        while k < n and px[k] != 0 and k - start < 255:
+            k += 1
+        out += bytes([zeros, k - start]) + px[start:k]
+
+
+def decode_runs(runs: bytes, n_pixels: int = 784) -> bytes:
+    """The ``n_pixels`` pixels of :attr:`Type.PRESENT_RUNS` runs; :class:`ProtocolError` for
+    a run past the end of ``runs`` or more than ``n_pixels`` pixels (what the chip refuses
+    with :attr:`Error.ARGUMENT`)."""
+    out = bytearray()
+    k = 0
+    while k < len(runs):
+        if k + 2 > len(runs):
+            raise ProtocolError(f"a run at byte {k} has no count byte")
+        zeros, count = runs[k], runs[k + 1]
+        if k + 2 + count > len(runs):
+            raise ProtocolError(f"the run at byte {k} needs {count} pixel bytes, "
+                                f"{len(runs) - k - 2} remain")
+        out += bytes(zeros) + runs[k + 2:k + 2 + count]
+        if len(out) > n_pixels:
+            raise ProtocolError(f"the runs make more than {n_pixels} pixels")
+        k += 2 + count
+    return bytes(out) + bytes(n_pixels - len(out))

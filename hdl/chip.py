@@ -95,6 +95,9 @@ class CommandUnit(wiring.Component):
         word = Signal(32)                           # value being emitted
         nbytes = Signal(3)                          # its bytes left
         item = Signal(range(max(n_in, n) + 1))      # row / neuron / column counter
+        total = Signal(range(n_in + 2 * 256))       # PRESENT_RUNS: pixels so far
+        zeros_left = Signal(8)                      # … of the run being expanded
+        count_left = Signal(8)
         limit = Signal(range(max(n_in, n) + 1))
 
         def hbyte(k):
@@ -203,6 +206,14 @@ class CommandUnit(wiring.Component):
                         with m.Else():
                             m.d.sync += idx.eq(2)
                             m.next = "PIXELS"
+                    with m.Case(P.Type.PRESENT_RUNS):
+                        with m.If(~phase_ok | ~label_ok):
+                            finish(P.Error.ARGUMENT)
+                        with m.Elif(core.busy):
+                            finish(P.Error.STATE)
+                        with m.Else():
+                            m.d.sync += [idx.eq(2), total.eq(0)]
+                            m.next = "RUNS_CHECK"
                     with m.Case(P.Type.AER_BEGIN):
                         with m.If(~phase_ok | ~label_ok | (hbyte(2) > cfg.intensity_max)):
                             finish(P.Error.ARGUMENT)
@@ -319,6 +330,74 @@ class CommandUnit(wiring.Component):
                         m.next = "PRESENT_START"
                     with m.Else():
                         m.next = "PIXELS"
+            # ---------------------------------------------------------------- PRESENT_RUNS
+            # The runs are walked once to check them, so that a bad frame is refused before
+            # a pixel reaches the encoder, and again to expand them into its 784 pixels.
+            with m.State("RUNS_CHECK"):
+                m.d.comb += self.pl_addr.eq(idx)
+                with m.If(idx == length):
+                    m.d.sync += [idx.eq(2), total.eq(0), zeros_left.eq(0), count_left.eq(0)]
+                    m.next = "RUNS_NEXT"
+                with m.Elif(idx + 1 == length):
+                    finish(P.Error.ARGUMENT)        # a zeros byte without its count
+                with m.Else():
+                    m.next = "RUNS_CHECK_ZEROS"
+            with m.State("RUNS_CHECK_ZEROS"):
+                m.d.comb += self.pl_addr.eq(idx + 1)
+                m.d.sync += total.eq(total + self.pl_data)
+                m.next = "RUNS_CHECK_COUNT"
+            with m.State("RUNS_CHECK_COUNT"):
+                with m.If((idx + 2 + self.pl_data > length) |
+                          (total + self.pl_data > n_in)):
+                    finish(P.Error.ARGUMENT)
+                with m.Else():
+                    m.d.sync += [idx.eq(idx + 2 + self.pl_data),
+                                 total.eq(total + self.pl_data)]
+                    m.next = "RUNS_CHECK"
+            with m.State("RUNS_NEXT"):
+                m.d.comb += self.pl_addr.eq(idx)
+                with m.If(idx == length):
+                    m.next = "RUNS_PAD"
+                with m.Else():
+                    m.next = "RUNS_ZEROS_BYTE"
+            with m.State("RUNS_ZEROS_BYTE"):
+                m.d.comb += self.pl_addr.eq(idx + 1)
+                m.d.sync += zeros_left.eq(self.pl_data)
+                m.next = "RUNS_COUNT_BYTE"
+            with m.State("RUNS_COUNT_BYTE"):
+                m.d.sync += [count_left.eq(self.pl_data), idx.eq(idx + 2)]
+                m.next = "RUNS_ZEROS"
+            with m.State("RUNS_ZEROS"):
+                with m.If(zeros_left == 0):
+                    m.next = "RUNS_VALUES"
+                with m.Else():
+                    m.d.comb += [core.pixels.valid.eq(1), core.pixels.payload.value.eq(0),
+                                 core.pixels.payload.first.eq(total == 0)]
+                    with m.If(core.pixels.ready):
+                        m.d.sync += [zeros_left.eq(zeros_left - 1), total.eq(total + 1)]
+            with m.State("RUNS_VALUES"):
+                m.d.comb += self.pl_addr.eq(idx)
+                with m.If(count_left == 0):
+                    m.next = "RUNS_NEXT"
+                with m.Else():
+                    m.next = "RUNS_VALUE"
+            with m.State("RUNS_VALUE"):
+                m.d.comb += [core.pixels.valid.eq(1),
+                             core.pixels.payload.value.eq(self.pl_data),
+                             core.pixels.payload.first.eq(total == 0),
+                             self.pl_addr.eq(idx)]
+                with m.If(core.pixels.ready):
+                    m.d.sync += [idx.eq(idx + 1), count_left.eq(count_left - 1),
+                                 total.eq(total + 1)]
+                    m.next = "RUNS_VALUES"
+            with m.State("RUNS_PAD"):
+                with m.If(total == n_in):
+                    m.next = "PRESENT_START"
+                with m.Else():
+                    m.d.comb += [core.pixels.valid.eq(1), core.pixels.payload.value.eq(0),
+                                 core.pixels.payload.first.eq(total == 0)]
+                    with m.If(core.pixels.ready):
+                        m.d.sync += total.eq(total + 1)
             with m.State("PRESENT_START"):
                 m.d.comb += [core.start.eq(1), core.op.eq(CoreOp.PRESENT)]
                 m.d.sync += [last_aer.eq(0), core_present.eq(1)]

@@ -61,7 +61,7 @@ from ..firmware.config import NetworkConfig, preset
 from ..firmware.packet_model import Answer, PacketModel, Unknown, length_ok
 from ..firmware.protocol import (AER_STEP_END, COMMANDS, MAGIC, MAX_PAYLOAD, PHASE_FLAGS, SYNC,
                                  VERSION, Error, FrameParser, IdBlock, Phase, ProtocolError, Reg,
-                                 Result, Type, encode, rng_registers)
+                                 Result, Type, decode_runs, encode, encode_runs, rng_registers)
 from ..sim.network import GoldenModel
 from .link import Link
 
@@ -94,6 +94,7 @@ _PHASE_OF = {int(flags): name for name, flags in PHASE_FLAGS.items()}
 #: Requests a shot's template may be, with weights (short frames more often: cheaper).
 _TEMPLATE_TYPES = {
     Type.IDENTIFY: 1.0, Type.READ_REG: 3.0, Type.WRITE_REG: 3.0, Type.PRESENT: 0.4,
+    Type.PRESENT_RUNS: 0.4,
     Type.AER_BEGIN: 1.0, Type.AER: 1.0, Type.RESULT: 1.0, Type.SCALE: 1.0,
     Type.READ_ROW: 2.0, Type.WRITE_ROW: 1.2, Type.READ_THETA: 1.0, Type.WRITE_THETA: 1.5,
     Type.READ_COUNTS: 1.0, Type.LOAD_PROGRAM: 1.0,
@@ -272,6 +273,15 @@ class ChipReference:
             if flags >= 8 or flags & Phase.TEACHER and label >= n_c:
                 return "nak", Error.ARGUMENT
             return "change", lambda: self._present(flags, label, p[2:])
+        if t == Type.PRESENT_RUNS:
+            flags, label = p[0], p[1]
+            if flags >= 8 or flags & Phase.TEACHER and label >= n_c:
+                return "nak", Error.ARGUMENT
+            try:
+                pixels = decode_runs(p[2:], n_in)
+            except ProtocolError:
+                return "nak", Error.ARGUMENT
+            return "change", lambda: self._present(flags, label, pixels)
         if t == Type.AER_BEGIN:
             flags, label, intensity = p[0], p[1], p[2]
             if flags >= 8 or flags & Phase.TEACHER and label >= n_c \
@@ -487,6 +497,9 @@ class ShotGenerator:
                                r.randrange(1, 1 << 32))
         if t == Type.PRESENT:
             return bytes([r.choice(sorted(_PHASE_OF)), r.randrange(n_c)]) + r.randbytes(784)
+        if t == Type.PRESENT_RUNS:
+            return bytes([r.choice(sorted(_PHASE_OF)), r.randrange(n_c)]) + \
+                encode_runs(self._sparse_image())
         if t == Type.AER_BEGIN:
             return bytes([r.choice(sorted(_PHASE_OF)), r.randrange(n_c),
                           r.randrange(cfg.intensity_max + 1)])
@@ -597,6 +610,17 @@ class ShotGenerator:
             del frame[self.rng.randrange(len(frame))]
         return bytes(frame)
 
+    def _sparse_image(self) -> bytes:
+        """A random image with a few dozen non-zero pixels, some of them side by side."""
+        r = self.rng
+        n = self.ref.cfg.n_input
+        px = bytearray(n)
+        for _ in range(r.randrange(0, 40)):
+            at = r.randrange(n)
+            for k in range(at, min(at + r.randrange(1, 5), n)):
+                px[k] = r.randrange(1, 256)
+        return bytes(px)
+
     def _k_duplicate(self):
         return self.ref.engine.last_frame
 
@@ -605,7 +629,7 @@ class ShotGenerator:
         cfg = ref.cfg
         n, n_c, n_in = cfg.n_exc, cfg.n_classes, cfg.n_input
         theta_limit = 1 << cfg.formats.theta_bits
-        choice = r.randrange(17)
+        choice = r.randrange(18)
         if choice == 0:
             t, p = Type.READ_REG, struct.pack("<H", r.choice(self._unmapped))
         elif choice == 1:
@@ -675,6 +699,16 @@ class ShotGenerator:
             first = r.randrange(max(0, size - count + 1), 1 << 16) if pop <= 1 else \
                 r.randrange(1 << 16)
             t, p = Type.READ_COUNTS, struct.pack("<BHH", pop, first, count)
+        elif choice == 16:
+            # Runs that end past the payload, or make more than 784 pixels.
+            runs = bytearray(encode_runs(self._sparse_image()))
+            if r.random() < 0.5 or not runs:
+                runs += bytes([r.randrange(256), r.randrange(1, 256)]) + \
+                    r.randbytes(r.randrange(0, 1))
+            else:
+                runs += bytes([255, 0]) * 4
+            t, p = Type.PRESENT_RUNS, bytes([r.choice(sorted(_PHASE_OF)),
+                                             r.randrange(n_c)]) + bytes(runs)
         else:
             count = r.randrange(1, 9)
             addr = r.randrange(PROGRAM_DEPTH - count + 1, 256)
@@ -1092,7 +1126,7 @@ class _Runner:
         if len(batch) >= self.batch_items or batch.bytes + len(data) > self.batch_bytes:
             batch = self._close(batch)
         batch.add(data, self.ref.feed(data), tag)
-        if type_ in (Type.PRESENT, Type.SCALE):
+        if type_ in (Type.PRESENT, Type.PRESENT_RUNS, Type.SCALE):
             batch.presents += 1
         if not self.batch_mode:
             batch = self._close(batch)

@@ -15,8 +15,9 @@ cycles it derives:
 * **synaptic operations per cycle**, and their fraction of the device's block-RAM port limit
   (:func:`port_limit`); a synaptic operation is one weight read-modify-written (or read, when
   nothing learns) by a synapse memory (:func:`synaptic_ops`);
-* the **UART link ceiling** at ``--baud`` (3 Mbaud by default, 10 bits per byte) for both input
-  modes, from the exact frame bytes of each image's presentations (:func:`link_bytes`): the
+* the **UART link ceiling** at ``--baud`` (3 Mbaud by default, 10 bits per byte) for the input
+  modes (:data:`MODES`: on-chip encoding with all 784 pixels per frame or with the runs the
+  host driver sends, and AER events), from the exact frame bytes of each image's presentations (:func:`link_bytes`): the
   full-duplex ceiling (a host that keeps the line busy both ways) and the stop-and-wait rate
   of the present host driver (each request waits for its answer; the chip's cycles at Fmax
   added).
@@ -41,7 +42,7 @@ from ..firmware import protocol as P
 from ..firmware.config import NetworkConfig
 from .results import provenance, save_json
 
-__all__ = ["synaptic_ops", "port_limit", "link_bytes",
+__all__ = ["MODES", "synaptic_ops", "port_limit", "link_bytes",
            "fmax_from_report", "add_bench_arguments", "run"]
 
 #: Bits on the UART line per byte (start, 8 data, stop).
@@ -96,6 +97,11 @@ def port_limit(target: Target, cfg: NetworkConfig) -> float:
     return lim.bram * (widths["bram"] // bits) + lim.spram * (widths["spram"] // bits) / 2
 
 
+#: Input modes whose link figures the bench reports: ``PRESENT`` frames of all 784 pixels,
+#: the host driver's frames (``PRESENT_RUNS``), AER events.
+MODES = ("pixels", "runs", "aer")
+
+
 def _frame(payload_len: int) -> int:
     return P.HEADER_BYTES + payload_len + P.TRAILER_BYTES
 
@@ -104,7 +110,9 @@ def link_bytes(cfg: NetworkConfig, mode: str, intensities, encoder=None, pixels=
     """``(to_chip, from_chip)``: the bytes on the link for one image.
 
     ``pixels`` mode: one ``PRESENT`` frame (flags, label, 784 pixels) and its ``ACK`` with the
-    result; the chip re-presents on its own. ``aer`` mode: per presentation at each intensity
+    result; the chip re-presents on its own. ``runs`` mode: the same with the frame the host
+    driver sends, ``PRESENT_RUNS`` (the image as runs of ``pixels``) when it is shorter.
+    ``aer`` mode: per presentation at each intensity
     of ``intensities``, ``AER_BEGIN``, the events of ``encoder.presentation(pixels, i)`` (two
     bytes each, step ends included) in ``AER`` frames of at most ``MAX_PAYLOAD`` bytes, and
     ``RESULT``; every request answered by an ``ACK`` (``RESULT``'s with the result).
@@ -112,8 +120,11 @@ def link_bytes(cfg: NetworkConfig, mode: str, intensities, encoder=None, pixels=
     result = _frame(len(P.Result(0, 0, 0, (0,) * 10).pack()))
     if mode == "pixels":
         return _frame(P.COMMANDS[P.Type.PRESENT]), result
+    if mode == "runs":
+        runs = len(P.encode_runs(np.asarray(pixels, dtype=np.uint8).reshape(-1).tobytes()))
+        return _frame(2 + min(runs, cfg.n_input)), result
     if mode != "aer":
-        raise ValueError(f"mode must be 'pixels' or 'aer', not {mode!r}")
+        raise ValueError(f"mode must be 'pixels', 'runs' or 'aer', not {mode!r}")
     to = back = 0
     for intensity in intensities:
         size = 2 * len(encoder.presentation(pixels, int(intensity)))
@@ -278,6 +289,7 @@ def measure(args) -> dict:
                 "presentations": int(want.presentations),
                 "synaptic_ops": synaptic_ops(cfg, activity),
                 "bytes_pixels": link_bytes(cfg, "pixels", intensities),
+                "bytes_runs": link_bytes(cfg, "runs", intensities, pixels=pixels),
                 "bytes_aer": link_bytes(cfg, "aer", intensities, encoder, pixels),
             })
         run_s = time.monotonic() - t0
@@ -328,7 +340,7 @@ def _summarise(target, cfg, args, rows, fmax, fmax_source, identical, start_s, r
             "port_limit_fraction": ops / limit,
         }
         chip_s = cyc / (fmax * 1e6) if fmax else cyc / target.clock_hz
-        for mode in ("pixels", "aer"):
+        for mode in MODES:
             to = _median([r[f"bytes_{mode}"][0] for r in sel])
             back = _median([r[f"bytes_{mode}"][1] for r in sel])
             fig[f"uart_{mode}"] = {
@@ -366,7 +378,7 @@ def format_figures(fig: dict) -> str:
             f"  {f['synops_per_cycle']:.2f} synaptic ops/cycle of {fig['lanes_synops_per_cycle']} "
             f"lanes; {100 * f['port_limit_fraction']:.1f} % of the block-RAM port limit "
             f"({_fmt(fig['port_limit_synops_per_cycle'])}/cycle)")
-        for mode in ("pixels", "aer"):
+        for mode in MODES:
             u = f[f"uart_{mode}"]
             lines.append(
                 f"  UART {fig['baud'] / 1e6:g} Mbaud, {mode}: {_fmt(u['bytes_to_chip'])} B to "

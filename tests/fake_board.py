@@ -27,7 +27,8 @@ import numpy as np
 
 from symspike.firmware.packet_model import PacketModel
 from symspike.firmware.protocol import (AER_STEP_END, MAGIC, PHASE_FLAGS, SYNC, VERSION, Error,
-                                        IdBlock, Phase, Reg, Result, Type, encode, rng_registers)
+                                        IdBlock, Phase, ProtocolError, Reg, Result, Type, decode_runs,
+                                        encode, rng_registers)
 from symspike.host.link import Link
 from symspike.sim.network import GoldenModel
 
@@ -194,10 +195,16 @@ class FakeBoard:
             else:
                 self.model.rng[k] = value
             return b""
-        if type_ == Type.PRESENT:
+        if type_ in (Type.PRESENT, Type.PRESENT_RUNS):
             flags, label = p[0], p[1]
             phase = self._phase(flags, label)
-            pixels = np.frombuffer(p[2:], dtype=np.uint8)
+            body = p[2:]
+            if type_ == Type.PRESENT_RUNS:
+                try:
+                    body = decode_runs(body, cfg.n_input)
+                except ProtocolError:
+                    raise _Refuse(Error.ARGUMENT) from None
+            pixels = np.frombuffer(body, dtype=np.uint8)
             res = model.present(pixels, label if flags & Phase.TEACHER else -1, phase)
             self.presentations += res.presentations
             self._finish(res.counts_e, res.counts_c, res.presentations, res.intensity)

@@ -12,7 +12,7 @@ import pytest
 from symspike.firmware.protocol import (AER_STEP_END, COMMANDS, HEADER_BYTES, MAGIC,
                                         MAX_PAYLOAD, PHASE_FLAGS, SYNC, TRAILER_BYTES, Error,
                                         Frame, FrameParser, IdBlock, Phase, ProtocolError, Reg,
-                                        Result, Type, crc16, encode)
+                                        Result, Type, crc16, decode_runs, encode, encode_runs)
 from symspike.sim.network import _FLAGS
 
 
@@ -142,3 +142,40 @@ def test_phase_flags_match_the_golden_model():
         assert bool(flags & Phase.LEARN_IN) == learn_in
         assert bool(flags & Phase.LEARN_EC) == learn_ec
         assert bool(flags & Phase.TEACHER) == teacher
+
+
+def test_runs_round_trip_and_size(mnist_small):
+    x = mnist_small[0]
+    sizes = []
+    for img in x[:50]:
+        px = img.reshape(-1).astype(np.uint8).tobytes()
+        runs = encode_runs(px)
+        assert decode_runs(runs) == px
+        sizes.append(len(runs))
+    # MNIST digits: about a quarter of the 784 bytes of PRESENT.
+    assert 120 < np.median(sizes) < 260
+    # Corners: blank, full, long stretches of zeros and of pixels, a last pixel.
+    rng = np.random.default_rng(0)
+    for px in (bytes(784), bytes([9]) * 784, bytes(600) + bytes([1]) + bytes(183),
+               bytes(783) + bytes([255]), bytes([1, 0]) * 392,
+               rng.integers(0, 2, 784).astype(np.uint8).tobytes()):
+        runs = encode_runs(px)
+        assert decode_runs(runs) == px
+        k = 0
+        while k < len(runs):            # every run is well formed, none empty but the long
+            assert runs[k + 1] or runs[k] == 255      # stretches of zeros
+            k += 2 + runs[k + 1]
+        assert k == len(runs)
+    assert encode_runs(bytes(784)) == b""
+    assert decode_runs(b"") == bytes(784)
+    assert decode_runs(bytes([3, 2, 7, 8]), 8) == bytes([0, 0, 0, 7, 8, 0, 0, 0])
+
+
+@pytest.mark.parametrize("runs,message", [
+    (bytes([4]), "no count"),
+    (bytes([0, 3, 1, 2]), "needs 3 pixel bytes, 2 remain"),
+    (bytes([255, 0]) * 3 + bytes([255, 1, 9]), "more than 784"),
+])
+def test_runs_refused(runs, message):
+    with pytest.raises(ProtocolError, match=message):
+        decode_runs(runs)

@@ -42,7 +42,7 @@ def test_port_limit_of_both_devices():
     assert T.port_limit(TARGETS["up5k"], preset(100)) == 64
 
 
-def test_link_bytes_of_both_modes(mnist_small):
+def test_link_bytes_of_each_mode(mnist_small):
     cfg = preset(8)
     result = P.HEADER_BYTES + 24 + P.TRAILER_BYTES
     assert T.link_bytes(cfg, "pixels", [2, 3]) == (P.HEADER_BYTES + 786 + P.TRAILER_BYTES,
@@ -55,6 +55,12 @@ def test_link_bytes_of_both_modes(mnist_small):
     empty = P.HEADER_BYTES + P.TRAILER_BYTES
     assert to == (empty + 3) + 2 * events[0] + frames * empty + empty
     assert back == empty * (1 + frames) + result
+    # Runs: the host driver's PRESENT_RUNS frame, whatever the re-presentations; a dense
+    # image goes as PRESENT.
+    runs = len(P.encode_runs(pixels.astype(np.uint8).tobytes()))
+    assert T.link_bytes(cfg, "runs", [2, 3], pixels=pixels) == (empty + 2 + runs, result)
+    dense = np.full(784, 7, dtype=np.uint8)
+    assert T.link_bytes(cfg, "runs", [2], pixels=dense) == (empty + 786, result)
     # Two presentations send more than one; the encoder's lanes advance.
     assert T.link_bytes(cfg, "aer", [2, 3], AerEncoder(cfg, 1), pixels)[0] > to
     with pytest.raises(ValueError, match="mode must be"):
@@ -123,8 +129,11 @@ def test_short_run_on_the_virtual_board(tmp_path, capsys, monkeypatch):
     # Learning touches more weights than inference.
     assert train["synops_per_cycle"] > fig["test"]["synops_per_cycle"] > 0
     assert 0 < train["port_limit_fraction"] < 1
-    pixels, aer = train["uart_pixels"], train["uart_aer"]
+    pixels, runs, aer = train["uart_pixels"], train["uart_runs"], train["uart_aer"]
     assert pixels["ceiling_images_per_s"] == pytest.approx(3e5 / 793)
+    # The host driver's runs: a third of the bytes or less for MNIST digits.
+    assert 9 + 100 < runs["bytes_to_chip"] < 793 / 2
+    assert runs["stop_and_wait_images_per_s"] > pixels["stop_and_wait_images_per_s"]
     assert aer["bytes_to_chip"] > pixels["bytes_to_chip"]
     assert pixels["stop_and_wait_images_per_s"] < pixels["ceiling_images_per_s"]
     assert "bit-identical to the golden model: yes" in text and "saved" in text

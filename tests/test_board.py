@@ -17,8 +17,8 @@ import pytest
 
 from fake_board import FAULTS, BoardServer, FakeBoard, FaultyLink, MemoryLink
 from symspike.firmware.config import preset
-from symspike.firmware.protocol import (AER_STEP_END, MAGIC, Error, FrameParser, IdBlock, Reg,
-                                        Result, Type, encode)
+from symspike.firmware.protocol import (AER_STEP_END, MAGIC, VERSION, Error, FrameParser,
+                                        IdBlock, Reg, Result, Type, encode)
 from symspike.host import link as link_mod
 from symspike.host.board import Board, BoardError, BoardResetError
 from symspike.host.link import LinkError, PcieLink, open_link
@@ -278,7 +278,7 @@ def test_present_survives_fault(mnist_small, direction, kind):
     ref = GoldenModel(CFG, SEED)
     assert got == as_result(ref.present(x[0], int(y[0]), "both"))
     assert link.applied[(direction, kind)] == 1
-    assert [t for t, _ in fake.executed].count(Type.PRESENT) == 1
+    assert [t for t, _ in fake.executed].count(Type.PRESENT_RUNS) == 1
     assert fake.presentations == got.presentations
     assert np.array_equal(fake.model.w_in, ref.w_in) and np.array_equal(fake.model.theta,
                                                                         ref.theta)
@@ -329,7 +329,7 @@ def test_refused_requests_and_resync():
     assert board.read_reg(Reg.MAGIC) == MAGIC
     # Host and board out of step (another program used the board): renumbered and sent again.
     board._seq = (board._seq + 7) & 0xFF
-    assert board.read_reg(Reg.VERSION) == 1
+    assert board.read_reg(Reg.VERSION) == VERSION
     counters = board.counters()
     assert counters["errors"]["address"] == 2 and counters["errors"]["sequence"] == 1
     assert counters["errors"]["state"] == 1 and counters["errors"]["type"] == 1
@@ -361,7 +361,7 @@ def test_reset_during_a_request_is_detected(mnist_small):
         done = False
 
         def write(self, data):
-            if not self.done and data[1] == Type.PRESENT:
+            if not self.done and data[1] in (Type.PRESENT, Type.PRESENT_RUNS):
                 self.done = True
                 self.board.receive(data)
                 self.board.power_on()

@@ -31,8 +31,9 @@ def test_two_sessions_on_the_virtual_board(chip_exe, tmp_path, capsys, monkeypat
     fig = json.loads(out.read_text())
     assert len(fig["runs"]) == 2 and fig["link"] == "pcie" and fig["n_exc"] == 100
     for run in fig["runs"]:
-        # One training image is tens of thousands of cycles; the PCIe stream moved its pixels.
-        assert run["cycles"] > 30_000 and run["bytes_to_chip"] > 784
+        # One training image is tens of thousands of cycles; the PCIe stream moved its pixels
+        # (as runs of the non-zero ones, PRESENT_RUNS: more than 100 bytes, fewer than 784).
+        assert run["cycles"] > 30_000 and 100 < run["bytes_to_chip"] < 784
         assert run["cycles_per_busy_s"] == pytest.approx(run["cycles"] / run["busy_s"])
     assert fig["median"]["cycles_per_busy_s"] == \
         pytest.approx(np.median([r["cycles_per_busy_s"] for r in fig["runs"]]))

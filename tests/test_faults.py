@@ -50,7 +50,7 @@ class Tap(Link):
         self.images = 0
 
     def write(self, data):
-        if data[1] == Type.PRESENT:
+        if data[1] in (Type.PRESENT, Type.PRESENT_RUNS):
             self.images += 1
             if self.hook(self.images, data, self.inner):
                 return

@@ -64,7 +64,7 @@ class ResetLink(MemoryLink):
         self.presents = 0
 
     def write(self, data):
-        if data[1] == Type.PRESENT:
+        if data[1] in (Type.PRESENT, Type.PRESENT_RUNS):
             self.presents += 1
             if self.presents in self.at:
                 if self.middle:
@@ -146,7 +146,7 @@ class CutLink(MemoryLink):
         self.at, self.presents = at, 0
 
     def write(self, data):
-        if data[1] in (Type.PRESENT, Type.AER_BEGIN):
+        if data[1] in (Type.PRESENT, Type.PRESENT_RUNS, Type.AER_BEGIN):
             self.presents += 1
             if self.presents == self.at:
                 raise LinkError("lost the serial link /dev/ttyUSB1: device gone")

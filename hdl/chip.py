@@ -113,6 +113,10 @@ class CommandUnit(wiring.Component):
             m.d.comb += [self.rb_addr.eq(ro), self.rb_data.eq(value), self.rb_we.eq(1)]
             m.d.sync += ro.eq(ro + 1)
 
+        def offer_pixel(value, first):
+            m.d.comb += [core.pixels.valid.eq(1), core.pixels.payload.value.eq(value),
+                         core.pixels.payload.first.eq(first)]
+
         def finish(nak_code=None):
             m.d.sync += code.eq(0 if nak_code is None else int(nak_code))
             m.next = "ANSWER" if nak_code is None else "NAK"
@@ -320,10 +324,8 @@ class CommandUnit(wiring.Component):
                 m.d.comb += self.pl_addr.eq(idx)
                 m.next = "PIXEL"
             with m.State("PIXEL"):
-                m.d.comb += [core.pixels.valid.eq(1),
-                             core.pixels.payload.value.eq(self.pl_data),
-                             core.pixels.payload.first.eq(idx == 2),
-                             self.pl_addr.eq(idx)]
+                offer_pixel(self.pl_data, idx == 2)
+                m.d.comb += self.pl_addr.eq(idx)
                 with m.If(core.pixels.ready):
                     m.d.sync += idx.eq(idx + 1)
                     with m.If(idx == 2 + n_in - 1):
@@ -371,8 +373,7 @@ class CommandUnit(wiring.Component):
                 with m.If(zeros_left == 0):
                     m.next = "RUNS_VALUES"
                 with m.Else():
-                    m.d.comb += [core.pixels.valid.eq(1), core.pixels.payload.value.eq(0),
-                                 core.pixels.payload.first.eq(total == 0)]
+                    offer_pixel(0, total == 0)
                     with m.If(core.pixels.ready):
                         m.d.sync += [zeros_left.eq(zeros_left - 1), total.eq(total + 1)]
             with m.State("RUNS_VALUES"):
@@ -382,10 +383,8 @@ class CommandUnit(wiring.Component):
                 with m.Else():
                     m.next = "RUNS_VALUE"
             with m.State("RUNS_VALUE"):
-                m.d.comb += [core.pixels.valid.eq(1),
-                             core.pixels.payload.value.eq(self.pl_data),
-                             core.pixels.payload.first.eq(total == 0),
-                             self.pl_addr.eq(idx)]
+                offer_pixel(self.pl_data, total == 0)
+                m.d.comb += self.pl_addr.eq(idx)
                 with m.If(core.pixels.ready):
                     m.d.sync += [idx.eq(idx + 1), count_left.eq(count_left - 1),
                                  total.eq(total + 1)]
@@ -394,8 +393,7 @@ class CommandUnit(wiring.Component):
                 with m.If(total == n_in):
                     m.next = "PRESENT_START"
                 with m.Else():
-                    m.d.comb += [core.pixels.valid.eq(1), core.pixels.payload.value.eq(0),
-                                 core.pixels.payload.first.eq(total == 0)]
+                    offer_pixel(0, total == 0)
                     with m.If(core.pixels.ready):
                         m.d.sync += total.eq(total + 1)
             with m.State("PRESENT_START"):

@@ -671,6 +671,17 @@ class SynapseMemory(wiring.Component):
         s1_baddr = [stage(a, f"s1_baddr{b}") for b, a in enumerate(s0_baddr)]
         s1_dither = [stage(d, f"s1_dither{b}", sr) for b, d in enumerate(bank_dither)]
 
+        # What every later stage needs of a chunk, carried along stage by stage.
+        s1 = {"valid": s1_v, "op": s1_op, "r": s1_r, "wdata": s1_wdata, "row": s1_row,
+              "col": s1_col, "idx": s1_idx, "last": s1_last, "smask": s1_smask,
+              "bmask": s1_bmask, "baddr": s1_baddr}
+
+        def carry(fields, n):
+            """``fields`` a stage later (registers ``s<n>_<name>``)."""
+            return {name: [stage(x, f"s{n}_{name}{b}") for b, x in enumerate(v)]
+                    if isinstance(v, list) else stage(v, f"s{n}_{name}")
+                    for name, v in fields.items()}
+
         s1_scale = s1_op == Op.SCALE
         s1_colop = s1_op == Op.COL
         eta = Mux(s1_colop, self.eta_post, self.eta_pre)
@@ -684,17 +695,8 @@ class SynapseMemory(wiring.Component):
         mplier = [Mux(s1_scale, w_s1[b], x_bank[b]) for b in range(L)]
 
         # ---------------------------------------------------------------- S2: products
-        s2_v = stage(s1_v, "s2_valid", 1)
-        s2_op = stage(s1_op, "s2_op", Op)
-        s2_r = stage(s1_r, "s2_r")
-        s2_wdata = stage(s1_wdata, "s2_wdata")
-        s2_row = stage(s1_row, "s2_row")
-        s2_col = stage(s1_col, "s2_col")
-        s2_idx = stage(s1_idx, "s2_idx")
-        s2_last = stage(s1_last, "s2_last", 1)
-        s2_smask = stage(s1_smask, "s2_smask")
-        s2_bmask = stage(s1_bmask, "s2_bmask")
-        s2_baddr = [stage(a, f"s2_baddr{b}") for b, a in enumerate(s1_baddr)]
+        s2 = carry(s1, 2)
+        s2_op, s2_baddr = s2["op"], s2["baddr"]
         s2_dither = [stage(d, f"s2_dither{b}") for b, d in enumerate(s1_dither)]
         s2_mcand = stage(mcand, "s2_mcand", max(self.factor_bits, self._eta_bits))
         s2_fzero = stage(s1_factor == 0, "s2_fzero", 1)
@@ -756,17 +758,10 @@ class SynapseMemory(wiring.Component):
             operand.append(Mux(s2_scale, scaled, d))
 
         # ---------------------------------------------------------------- S3: write
-        s3_v = stage(s2_v, "s3_valid", 1)
-        s3_op = stage(s2_op, "s3_op", Op)
-        s3_r = stage(s2_r, "s3_r")
-        s3_wdata = stage(s2_wdata, "s3_wdata")
-        s3_row = stage(s2_row, "s3_row")
-        s3_col = stage(s2_col, "s3_col")
-        s3_idx = stage(s2_idx, "s3_idx")
-        s3_last = stage(s2_last, "s3_last", 1)
-        s3_smask = stage(s2_smask, "s3_smask")
-        s3_bmask = stage(s2_bmask, "s3_bmask")
-        s3_baddr = [stage(a, f"s3_baddr{b}") for b, a in enumerate(s2_baddr)]
+        s3 = carry(s2, 3)
+        s3_v, s3_op, s3_r, s3_wdata = s3["valid"], s3["op"], s3["r"], s3["wdata"]
+        s3_row, s3_col, s3_idx, s3_last = s3["row"], s3["col"], s3["idx"], s3["last"]
+        s3_smask, s3_bmask, s3_baddr = s3["smask"], s3["bmask"], s3["baddr"]
         s3_d = [stage(v, f"s3_operand{b}", B) for b, v in enumerate(operand)]
         s3_wsc = [stage(a[:B], f"s3_wscale{b}", B) for b, a in enumerate(s2_a)]
 
@@ -866,6 +861,6 @@ class SynapseMemory(wiring.Component):
             self.acc.payload.eq(acc_payload),
             self.rdata.valid.eq(rd_v),
             self.rdata.payload.eq(rd_payload),
-            self.busy.eq(s0_active | s1_v | s2_v | s3_v | s4_we | acc_v | rd_v),
+            self.busy.eq(s0_active | s1_v | s2["valid"] | s3_v | s4_we | acc_v | rd_v),
         ]
         return m

@@ -202,22 +202,17 @@ class CommandUnit(wiring.Component):
                         with m.Else():
                             m.d.comb += core.rng_we.eq(1)
                             finish()
-                    with m.Case(P.Type.PRESENT):
-                        with m.If(~phase_ok | ~label_ok):
-                            finish(P.Error.ARGUMENT)
-                        with m.Elif(core.busy):
-                            finish(P.Error.STATE)
-                        with m.Else():
-                            m.d.sync += idx.eq(2)
-                            m.next = "PIXELS"
-                    with m.Case(P.Type.PRESENT_RUNS):
+                    with m.Case(P.Type.PRESENT, P.Type.PRESENT_RUNS):
                         with m.If(~phase_ok | ~label_ok):
                             finish(P.Error.ARGUMENT)
                         with m.Elif(core.busy):
                             finish(P.Error.STATE)
                         with m.Else():
                             m.d.sync += [idx.eq(2), total.eq(0)]
-                            m.next = "RUNS_CHECK"
+                            with m.If(typ == P.Type.PRESENT):
+                                m.next = "PIXELS"
+                            with m.Else():
+                                m.next = "RUNS_CHECK"
                     with m.Case(P.Type.AER_BEGIN):
                         with m.If(~phase_ok | ~label_ok | (hbyte(2) > cfg.intensity_max)):
                             finish(P.Error.ARGUMENT)

@@ -39,7 +39,7 @@ __all__ = [
     "SYNC", "MAX_PAYLOAD", "HEADER_BYTES", "TRAILER_BYTES", "MAGIC", "VERSION",
     "Type", "Error", "Reg", "rng_registers", "Phase", "PHASE_FLAGS", "Frame", "crc16", "encode",
     "FrameParser", "ProtocolError", "IdBlock", "Result", "COMMANDS", "encode_runs",
-    "decode_runs",
+    "decode_runs", "present_request",
 ]
 
 SYNC = 0x5A
@@ -383,3 +383,14 @@ def decode_runs(runs: bytes, n_pixels: int = 784) -> bytes:
             raise ProtocolError(f"the runs make more than {n_pixels} pixels")
         k += 2 + count
     return bytes(out) + bytes(n_pixels - len(out))
+
+
+def present_request(pixels) -> tuple:
+    """``(type, image bytes)`` of the request that presents ``pixels`` (784 bytes): the
+    runs (:attr:`Type.PRESENT_RUNS`) when they are shorter, else all pixels
+    (:attr:`Type.PRESENT`). The ``flags`` and ``label`` bytes go before the image bytes."""
+    pixels = bytes(bytearray(pixels))
+    runs = encode_runs(pixels)
+    if len(runs) < len(pixels):
+        return Type.PRESENT_RUNS, runs
+    return Type.PRESENT, pixels

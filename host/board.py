@@ -55,7 +55,7 @@ import numpy as np
 from ..firmware.config import DATASETS, NetworkConfig, preset
 from ..firmware.protocol import (MAGIC, MAX_PAYLOAD, PHASE_FLAGS, VERSION, Error, FrameParser,
                                  IdBlock, Phase, ProtocolError, Reg, Result, Type, encode,
-                                 encode_runs, rng_registers)
+                                 present_request, rng_registers)
 from ..sim.aer import AerEncoder
 from ..sim.network import CHECKPOINT_VERSION, CheckpointError, Model
 from .link import Link, LinkError, open_link
@@ -540,11 +540,7 @@ class Board:
         flags, lab = self._flags(phase, label)
         pixels = self._pixels(image)
         self._guard()
-        runs = encode_runs(pixels.tobytes())
-        if len(runs) < pixels.size:
-            type_, body = Type.PRESENT_RUNS, runs
-        else:
-            type_, body = Type.PRESENT, pixels.tobytes()
+        type_, body = present_request(pixels.tobytes())
         res = self._unpack(Result, self._request(type_, bytes([flags, lab]) + body),
                            type_.name)
         if phase != "test":

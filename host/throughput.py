@@ -17,8 +17,8 @@ cycles it derives:
   nothing learns) by a synapse memory (:func:`synaptic_ops`);
 * the **UART link ceiling** at ``--baud`` (3 Mbaud by default, 10 bits per byte) for the input
   modes (:data:`MODES`: on-chip encoding with all 784 pixels per frame or with the runs the
-  host driver sends, and AER events), from the exact frame bytes of each image's presentations (:func:`link_bytes`): the
-  full-duplex ceiling (a host that keeps the line busy both ways) and the stop-and-wait rate
+  host driver sends, and AER events), from the exact frame bytes of each image's
+  presentations (:func:`link_bytes`): the full-duplex ceiling (a host that keeps the line busy both ways) and the stop-and-wait rate
   of the present host driver (each request waits for its answer; the chip's cycles at Fmax
   added).
 
@@ -111,9 +111,8 @@ def link_bytes(cfg: NetworkConfig, mode: str, intensities, encoder=None, pixels=
 
     ``pixels`` mode: one ``PRESENT`` frame (flags, label, 784 pixels) and its ``ACK`` with the
     result; the chip re-presents on its own. ``runs`` mode: the same with the frame the host
-    driver sends, ``PRESENT_RUNS`` (the image as runs of ``pixels``) when it is shorter.
-    ``aer`` mode: per presentation at each intensity
-    of ``intensities``, ``AER_BEGIN``, the events of ``encoder.presentation(pixels, i)`` (two
+    driver sends (``present_request``: ``PRESENT_RUNS`` when it is shorter). ``aer`` mode: per
+    presentation at each intensity of ``intensities``, ``AER_BEGIN``, the events of ``encoder.presentation(pixels, i)`` (two
     bytes each, step ends included) in ``AER`` frames of at most ``MAX_PAYLOAD`` bytes, and
     ``RESULT``; every request answered by an ``ACK`` (``RESULT``'s with the result).
     """
@@ -121,8 +120,8 @@ def link_bytes(cfg: NetworkConfig, mode: str, intensities, encoder=None, pixels=
     if mode == "pixels":
         return _frame(P.COMMANDS[P.Type.PRESENT]), result
     if mode == "runs":
-        runs = len(P.encode_runs(np.asarray(pixels, dtype=np.uint8).reshape(-1).tobytes()))
-        return _frame(2 + min(runs, cfg.n_input)), result
+        _, body = P.present_request(np.asarray(pixels, dtype=np.uint8).reshape(-1).tobytes())
+        return _frame(2 + len(body)), result
     if mode != "aer":
         raise ValueError(f"mode must be 'pixels', 'runs' or 'aer', not {mode!r}")
     to = back = 0

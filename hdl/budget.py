@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..firmware.config import NetworkConfig
-from . import lif, synapse
+from . import lif, synapse, traces
 from .core import ec_lanes
 
 __all__ = [
@@ -150,7 +150,7 @@ def phase_a_cycles(cfg, n_in: int, n_e: int, n_c: int, *, learn_in: bool,
     ``t = 0`` the first cycle of ``A1``:
 
     * A1: row ``m`` is taken at ``m·CB``; A1 ends one cycle after the last, ``A1_WAIT``
-      (the last trace bump) takes one more;
+      takes until the last trace bump is written (``BUMP_LATENCY`` cycles);
     * A2 (learning the hidden layer): E spike ``m``'s column event is taken at
       ``c0 + m·RB`` with ``c0 = max(A2's first cycle, k·CB)`` (the memory may still issue the
       last input row), its E→C row a cycle later on the other memory; without learning only
@@ -186,7 +186,8 @@ def phase_a_cycles(cfg, n_in: int, n_e: int, n_c: int, *, learn_in: bool,
         idle_si = free_si + ROW_DRAIN
     else:
         end1, free_si = 0, 0
-    start2 = end1 + 2               # after A1_WAIT
+    # A1_WAIT: until the last bump is written (a cycle when there was none).
+    start2 = end1 + 1 + (traces.BUMP_LATENCY if k else 1)
     # A2: E spikes.
     free_se = 0
     if e:
@@ -256,7 +257,7 @@ def lif_c_cycles(cfg, c_spikes=()) -> int:
 
 
 def encoder_cycles(cfg, nonzero: int, hit_ranks=()) -> int:
-    """Cycles from phase B's start to the encoder's ``done``: ``M + 2`` for ``M =
+    """Cycles from phase B's start to the encoder's ``done``: ``M + 3`` for ``M =
     ceil(nonzero / E)`` rows of the compacted image, plus the spike stalls (a row's hits leave
     one per cycle). ``hit_ranks`` are the ranks, among the image's non-zero pixels in
     ascending order, of the pixels that spike. An empty image takes one cycle."""
@@ -264,12 +265,12 @@ def encoder_cycles(cfg, nonzero: int, hit_ranks=()) -> int:
     rows = _ceil(int(nonzero), g.encoder_lanes)
     if rows == 0:
         return 1
-    return rows + 2 + _row_stalls(_per_row(hit_ranks, rows, g.encoder_lanes))
+    return rows + 3 + _row_stalls(_per_row(hit_ranks, rows, g.encoder_lanes))
 
 
 def trace_cycles(cfg) -> int:
-    """Cycles from phase B's start to the input traces' ``done``: ``ceil(784 / L) + 1``."""
-    return _geo(cfg).trace_rows + 1
+    """Cycles from phase B's start to the input traces' ``done``: ``ceil(784 / L) + 2``."""
+    return _geo(cfg).trace_rows + traces.PASS_EXTRA
 
 
 def phase_b_cycles(cfg, *, nonzero: int, e_spikes=(), c_spikes=(), hit_ranks=(),
@@ -280,7 +281,7 @@ def phase_b_cycles(cfg, *, nonzero: int, e_spikes=(), c_spikes=(), hit_ranks=(),
     ``start`` to ``done`` (:func:`lif_ei_cycles`, :func:`lif_c_cycles`, :func:`trace_cycles`,
     :func:`encoder_cycles`; the encoder only while the input is on)::
 
-        max(NR + 8 + s_E,  18 + s_C,  RB + 1,  ceil(nonzero / E) + 2 + s_in) + 2
+        max(NR + 8 + s_E,  18 + s_C,  RB + 2,  ceil(nonzero / E) + 3 + s_in) + 2
 
     where the ``s`` are the spike stalls, ``0 ≤ s ≤ spikes``: one cycle per spike after the
     first of its row, and per spike of the last row.
@@ -350,7 +351,7 @@ def step_bounds(cfg, *, n_in: int, n_e: int, n_c: int, learn_in: bool, learn_ec:
     if input_on:
         rows = _ceil(int(nonzero), g.encoder_lanes)
         lo_i, hi_i = stalls(int(in_out), rows, g.encoder_lanes)
-        base_i = rows + 2 if rows else 1
+        base_i = rows + 3 if rows else 1
         lo.append(base_i + lo_i)
         hi.append(base_i + hi_i)
     return a + max(lo) + 2, a + max(hi) + 2
@@ -393,12 +394,12 @@ def reset_cycles(cfg, queued: int = 0) -> int:
     reset pass, the C core's, the input-trace clear and the flush of the ``queued`` spikes
     left in the longest queue::
 
-        1 + max(NR + 7, 17, RB + 1, queued + 2)
+        1 + max(NR + 7, 17, RB + 2, queued + 2)
     """
     g = _geo(cfg)
     return 1 + max(lif.step_cycles(g.n, g.pipelines) - 1,
                    lif.step_cycles(g.n_classes, 1) - 1,
-                   g.trace_rows + 1, int(queued) + 2)
+                   g.trace_rows + traces.PASS_EXTRA, int(queued) + 2)
 
 
 def begin_cycles(cfg) -> int:

@@ -19,6 +19,9 @@ the reduced fraction ``2**16 · dt / 8000``, 512/125 at dt = 0.5 ms) is never fo
 integer ``word``, ``word < floor(x·a/b)`` holds exactly when ``(word + 1) · b <= x · a``, so two
 small products replace a division and are exact for every input (:class:`RateCompare`).
 
+*Pipeline.* A row is read from the memory (stage 1), held in registers (stage 2: the rate
+compare never starts at a block RAM's output), compared, and its hits held (stage 3).
+
 *Spike output.* The hits of a row are held in a small register and leave lowest column first,
 one per cycle, on the ``spikes`` stream; the next row is taken when the last hit of the current
 one leaves. Rows without hits pass in one cycle, backpressure stalls the walk without dropping
@@ -314,6 +317,12 @@ class PoissonEncoder(wiring.Component):
         row = Signal(range(self.depth + 1))
         s1_valid = Signal()
         s1_count = Signal(range(lanes + 1))   # valid columns of the row read
+
+        # -- Walk, stage 2: the row in registers. A block RAM's output is slow (no output
+        # register in the ECP5's DP16KD as Yosys maps it): the rate compare starts here.
+        s2_valid = Signal()
+        s2_count = Signal(range(lanes + 1))
+        s2_row = Signal(data.ArrayLayout(entry, lanes))
         states = self.states
 
         m.d.comb += rate.intensity.eq(intensity)
@@ -323,37 +332,42 @@ class PoissonEncoder(wiring.Component):
             nxt = xorshift32_next(states[k])
             nexts.append(nxt)
             m.d.comb += [
-                rate.pixels[k].eq(rd.data[k].value),
+                rate.pixels[k].eq(s2_row[k].value),
                 rate.words[k].eq(xorshift32_word(nxt)),
-                hits[k].eq(rate.hits[k] & (k < s1_count)),
+                hits[k].eq(rate.hits[k] & (k < s2_count)),
             ]
 
-        # -- Walk, stage 2: the row's hits leave lowest column first --------------------
-        s2_hits = Signal(lanes)
-        s2_index = Signal(data.ArrayLayout(index_shape, lanes))
+        # -- Walk, stage 3: the row's hits leave lowest column first --------------------
+        s3_hits = Signal(lanes)
+        s3_index = Signal(data.ArrayLayout(index_shape, lanes))
         first_hit = Signal(range(lanes))
         for k in reversed(range(lanes)):
-            with m.If(s2_hits[k]):
+            with m.If(s3_hits[k]):
                 m.d.comb += first_hit.eq(k)
-        others = (s2_hits & (s2_hits - 1))[:lanes]   # s2_hits without its lowest bit
+        others = (s3_hits & (s3_hits - 1))[:lanes]   # s3_hits without its lowest bit
         m.d.comb += [
-            self.spikes.valid.eq(s2_hits.any()),
-            self.spikes.payload.eq(s2_index[first_hit]),
+            self.spikes.valid.eq(s3_hits.any()),
+            self.spikes.payload.eq(s3_index[first_hit]),
         ]
         emit = self.spikes.valid & self.spikes.ready
-        s2_free = ~s2_hits.any() | (emit & ~others.any())
-        take = s1_valid & s2_free
-        advance = ~s1_valid | take
+        s3_free = ~s3_hits.any() | (emit & ~others.any())
+        take = s2_valid & s3_free
+        move = s1_valid & (~s2_valid | take)
+        advance = ~s1_valid | move
 
         with m.If(emit):
-            m.d.sync += s2_hits.eq(others)
+            m.d.sync += s3_hits.eq(others)
         with m.If(take):
-            m.d.sync += s2_hits.eq(hits)
+            m.d.sync += s3_hits.eq(hits)
             for k in range(lanes):
-                m.d.sync += s2_index[k].eq(rd.data[k].index)
+                m.d.sync += s3_index[k].eq(s2_row[k].index)
                 # Only the lanes that drew a word advance: the row's tail is past the list.
-                with m.If(k < s1_count):
+                with m.If(k < s2_count):
                     m.d.sync += states[k].eq(nexts[k])
+        with m.If(move):
+            m.d.sync += [s2_valid.eq(1), s2_row.eq(rd.data), s2_count.eq(s1_count)]
+        with m.Elif(take):
+            m.d.sync += s2_valid.eq(0)
 
         chunk = Mux(left >= lanes, lanes, left)
         m.d.comb += [
@@ -372,7 +386,7 @@ class PoissonEncoder(wiring.Component):
                 m.d.sync += s1_valid.eq(0)
 
         # -- Control ---------------------------------------------------------------------
-        finished = walking & (left == 0) & ~s1_valid & ~s2_hits.any()
+        finished = walking & (left == 0) & ~s1_valid & ~s2_valid & ~s3_hits.any()
         m.d.comb += self.done.eq(finished)
         with m.If(~walking):
             with m.If(self.step):

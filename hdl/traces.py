@@ -19,7 +19,13 @@ from ..firmware.config import NetworkConfig
 from ..sim.fixed import derive
 from .synapse import TraceWrite
 
-__all__ = ["TraceOp", "InputTraces", "connect_lif_traces", "const_mul"]
+__all__ = ["TraceOp", "InputTraces", "BUMP_LATENCY", "PASS_EXTRA", "connect_lif_traces",
+           "const_mul"]
+
+#: Cycles from a bump's acceptance to its write (in the memory and on ``out``).
+BUMP_LATENCY = 2
+#: Cycles of a pass besides its rows, from ``start`` to ``done`` inclusive.
+PASS_EXTRA = 2
 
 
 def _silence(elaboratable):
@@ -140,37 +146,51 @@ class InputTraces(wiring.Component):
         wp = self.mem.write_port(granularity=1)
         rp = self.mem.read_port(transparent_for=(wp,))
 
+        # A row is read (R), held in registers (D: nothing but a register after the block
+        # RAM, whose output is slow), and written back (W). The write of W goes into the
+        # register of D when both are the same row, so back-to-back bumps of one row, and a
+        # pass behind a bump, see every earlier write; a write two stages ahead is seen
+        # through the read port's transparency.
         running = Signal()
         op = Signal(TraceOp)
         row = Signal(range(self._rows + 1))
-        w_pass = Signal()                       # a pass row is read, write it now
+        d_pass = Signal()                       # a pass row is read
+        d_bump = Signal()                       # a bump is read
+        d_row = Signal(range(self._rows))
+        d_lane = Signal(max(lg, 1))
+        d_data = Signal.like(rp.data)
+        w_pass = Signal()                       # a pass row is in registers: write it now
+        w_bump = Signal()                       # a bump is in registers: write it now
         w_row = Signal(range(self._rows))
-        b_valid = Signal()                      # a bump is read, write it now
-        b_row = Signal(range(self._rows))
-        b_lane = Signal(max(lg, 1))
+        w_lane = Signal(max(lg, 1))
 
         m.d.comb += self.bump.ready.eq(~running)
         take = self.bump.valid & self.bump.ready
         idx = Value.cast(self.bump.payload)
-        m.d.sync += [b_valid.eq(take), w_pass.eq(0)]
+        m.d.sync += [d_bump.eq(take), d_pass.eq(0),
+                     w_bump.eq(d_bump), w_pass.eq(d_pass), w_row.eq(d_row), w_lane.eq(d_lane)]
         with m.If(take):
-            m.d.sync += [b_row.eq(idx[lg:]), b_lane.eq(idx[:lg] if lg else 0)]
+            m.d.sync += [d_row.eq(idx[lg:]), d_lane.eq(idx[:lg] if lg else 0)]
 
-        with m.If(self.start & ~running & ~b_valid):
+        with m.If(self.start & ~running & ~d_bump):
             m.d.sync += [running.eq(1), op.eq(self.op), row.eq(0)]
         with m.If(running):
             with m.If(row < self._rows):
-                m.d.sync += [w_pass.eq(1), w_row.eq(row), row.eq(row + 1)]
+                m.d.sync += [d_pass.eq(1), d_row.eq(row), row.eq(row + 1)]
             with m.Else():
                 m.d.sync += running.eq(0)
         m.d.comb += self.done.eq(w_pass & (w_row == self._rows - 1))
-        m.d.comb += self.busy.eq(running | b_valid | w_pass)
+        m.d.comb += self.busy.eq(running | d_bump | d_pass | w_bump | w_pass)
         m.d.comb += rp.addr.eq(Mux(running, row, idx[lg:]))
 
+        forward = (w_pass | w_bump) & (w_row == d_row)
+        for s in range(L):
+            m.d.sync += d_data[s].eq(Mux(forward & wp.en[s], wp.data[s], rp.data[s]))
+
         t_max, t_inc = k.trace_max, k.trace_inc
-        lanes = [rp.data[s] for s in range(L)]
+        lanes = [d_data[s] for s in range(L)]
         decayed = [(const_mul(x, k.k_trace) >> k.const_frac)[:len(x)] for x in lanes]
-        b_old = lanes[0] if L == 1 else Cat(*lanes).word_select(b_lane, len(lanes[0]))
+        b_old = lanes[0] if L == 1 else Cat(*lanes).word_select(w_lane, len(lanes[0]))
         b_sum = b_old + t_inc
         b_new = Mux(b_sum < t_max, b_sum, t_max)
 
@@ -178,8 +198,8 @@ class InputTraces(wiring.Component):
             m.d.comb += [wp.addr.eq(w_row), wp.en.eq((1 << L) - 1)]
             for s in range(L):
                 m.d.comb += wp.data[s].eq(Mux(op == TraceOp.CLEAR, 0, decayed[s]))
-        with m.Elif(b_valid):
-            m.d.comb += [wp.addr.eq(b_row), wp.en.eq(1 << b_lane if lg else 1)]
+        with m.Elif(w_bump):
+            m.d.comb += [wp.addr.eq(w_row), wp.en.eq(1 << w_lane if lg else 1)]
             for s in range(L):
                 m.d.comb += wp.data[s].eq(b_new)
         m.d.comb += [

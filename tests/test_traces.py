@@ -27,7 +27,8 @@ from amaranth.sim import Simulator
 from symspike.firmware.config import preset
 from symspike.hdl.lif import LIFCore
 from symspike.hdl.synapse import TraceWrite
-from symspike.hdl.traces import InputTraces, TraceOp, connect_lif_traces, const_mul
+from symspike.hdl.traces import (BUMP_LATENCY, PASS_EXTRA, InputTraces, TraceOp,
+                                 connect_lif_traces, const_mul)
 from symspike.sim.fixed import derive
 
 # Constructor checks leave components that are never elaborated.
@@ -92,6 +93,18 @@ def simulate_traces(cfg, lanes, script, *, seed=0, init=None):
             shadow[addr * lanes + s] = data[s]
         return lanes_written
 
+    def bump_written(inflight, written, addr):
+        """Age the bumps in flight; the one taken ``BUMP_LATENCY`` cycles ago must be the
+        write of this cycle (returns whether there was one)."""
+        for entry in inflight:
+            entry[1] += 1
+        if not inflight or inflight[0][1] < BUMP_LATENCY:
+            return False
+        i = inflight.pop(0)[0]
+        assert written == [i % lanes] and addr == i // lanes, \
+            f"bump of {i} wrote lanes {written} of row {addr}"
+        return True
+
     def memory_equals_model(ctx, what):
         mem = np.array([int(v) for r in range(rows) for v in ctx.get(dut.mem.data[r])])
         np.testing.assert_array_equal(mem[:N_INPUT], model.x, err_msg=f"{what}: memory")
@@ -105,8 +118,8 @@ def simulate_traces(cfg, lanes, script, *, seed=0, init=None):
         for step, (op, arg, extra) in enumerate(script):
             if op == "bumps":
                 todo = list(arg)
-                pending = None        # bump taken last cycle: its write is due now
-                while todo or pending is not None:
+                inflight = []         # [index, cycles since taken] of the bumps not written
+                while todo or inflight:
                     offer = todo and not (extra and rng.random() < extra)
                     ctx.set(dut.bump.valid, bool(offer))
                     if offer:
@@ -114,17 +127,14 @@ def simulate_traces(cfg, lanes, script, *, seed=0, init=None):
                     _, _, ready, en, addr, data, busy, done = await ctx.tick().sample(*sigs)
                     assert not done, f"step {step}: done without a pass"
                     written = mirror(en, addr, data)
-                    if pending is not None:
-                        assert written == [pending % lanes] and addr == pending // lanes, \
-                            f"step {step}: bump of {pending} wrote lanes {written} of row {addr}"
+                    if bump_written(inflight, written, addr):
                         stats["bump_writes"] += 1
-                        pending = None
                     else:
                         assert not written, f"step {step}: a write without a bump"
                     if offer and ready:
                         model.bump(todo[0])
                         stats["bumps"] += 1
-                        pending = todo.pop(0)
+                        inflight.append([todo.pop(0), 0])
                 ctx.set(dut.bump.valid, 0)
                 await ctx.tick()
                 memory_equals_model(ctx, f"step {step} (bumps)")
@@ -152,31 +162,40 @@ def simulate_traces(cfg, lanes, script, *, seed=0, init=None):
                     dones += done
                     if done:
                         assert addr == rows - 1 and written, f"step {step}: done early"
+                        # A held bump may go in with the pass's last write.
+                        taken_at_done = bool(held and ready)
                         break
                     assert cycles < rows + 10, f"step {step}: no done"
                 assert rows_written == list(range(rows)) and dones == 1
-                assert cycles <= rows + 2, (step, cycles)
+                # ``cycles`` counts the cycle before ``start`` too.
+                assert cycles == rows + PASS_EXTRA + 1, (step, cycles)
                 if arg == TraceOp.DECAY:
                     model.decay()
                 else:
                     model.clear()
                 stats["passes"] += 1
                 # Bumps held during the pass go in once it is over, after it.
-                pending = None
-                while held or pending is not None:
+                inflight = []
+                if taken_at_done:
+                    model.bump(held[0])
+                    stats["bumps"] += 1
+                    inflight.append([held.pop(0), 0])
+                    if not held:
+                        ctx.set(dut.bump.valid, 0)
+                    else:
+                        ctx.set(dut.bump.payload, held[0])
+                while held or inflight:
                     if held:
                         ctx.set(dut.bump.valid, 1)
                         ctx.set(dut.bump.payload, held[0])
                     _, _, ready, en, addr, data, busy, done = await ctx.tick().sample(*sigs)
                     written = mirror(en, addr, data)
-                    if pending is not None:
-                        assert written == [pending % lanes]
+                    if bump_written(inflight, written, addr):
                         stats["bump_writes"] += 1
-                        pending = None
                     if held and ready:
                         model.bump(held[0])
                         stats["bumps"] += 1
-                        pending = held.pop(0)
+                        inflight.append([held.pop(0), 0])
                         if not held:
                             ctx.set(dut.bump.valid, 0)
                 ctx.set(dut.bump.valid, 0)

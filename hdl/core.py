@@ -591,8 +591,16 @@ class NetworkCore(wiring.Component):
         with m.If(own_sci | own_sce):
             m.d.comb += ev.words.ready.eq(words_for_scale)
 
-        # Host weight port (idle only).
-        hreq = self.wreq
+        # Host weight port (idle only), through a register: the synapse memories' ``ready``
+        # depends on the request (a SCALE may have to wait), so without it the chip's command
+        # logic, the request multiplexers, the memories' issue logic and the scaling units
+        # formed one combinational path, the slowest of the chip.
+        hreq = stream.Signature(self.wreq.payload.shape()).create()
+        with m.If(self.wreq.valid & self.wreq.ready):
+            m.d.sync += [hreq.valid.eq(1), hreq.payload.eq(self.wreq.payload)]
+        with m.Elif(hreq.ready):
+            m.d.sync += hreq.valid.eq(0)
+        m.d.comb += self.wreq.ready.eq(~hreq.valid | hreq.ready)
         with m.If(own_host):
             with m.If(hreq.payload.proj == 0):
                 m.d.comb += [

@@ -66,7 +66,8 @@ Requests issue one chunk per cycle, back to back across requests::
     S0  trace read (chunk's L traces); dither from word and hash; a SCALE reads its
         weights (per-bank addresses held in registers)
     S1  each lane's multiplier, in bank order: its trace, or for SCALE the weight just
-        read; the multiplicand (learning rate, or the factor for SCALE)
+        read; the multiplicand (learning rate, or the factor for SCALE); a row's bank
+        address gets its ``row · CB`` (S0 holds only the chunk's offset in the row)
     S2  L products: Δ = rounding of x·eta saturated at w_max, or for SCALE the scaled
         weight (one 18 × 18 multiplier per lane for the multiplicand's low 18 bits, logic
         for the rest); weight read (other kinds)
@@ -615,8 +616,11 @@ class SynapseMemory(wiring.Component):
                           blocks_scale(s1_v, s1_op, s1_col))
         m.d.comb += self.req.ready.eq(adv & (~s0_active | s0_last) & ~hold)
         accept = self.req.valid & self.req.ready
-        row_base = p.row * CB + Mux((p.op == Op.ACC) | (p.op == Op.ROW), 0, high(p.col))
-        first_addr = _rotate_up([Mux(p_colop, high(p.col) + s * CB, row_base)
+        # A column's addresses are complete here (a SCALE reads with them in S0); a row's
+        # are its chunk offsets until S1 adds ``row · CB``, so that no multiplier lies
+        # between the requester's multiplexers and these registers.
+        row_off = Mux((p.op == Op.ACC) | (p.op == Op.ROW), 0, high(p.col))
+        first_addr = _rotate_up([Mux(p_colop, high(p.col) + s * CB, row_off)
                                  for s in range(L)], low(p.col), lg)
         with m.If(accept):
             m.d.sync += [
@@ -668,7 +672,9 @@ class SynapseMemory(wiring.Component):
         s1_last = stage(s0_last, "s1_last", 1)
         s1_smask = stage(Cat(*slot_ok), "s1_smask", L)
         s1_bmask = stage(Cat(*bank_ok), "s1_bmask", L)
-        s1_baddr = [stage(a, f"s1_baddr{b}") for b, a in enumerate(s0_baddr)]
+        s0_rowbase = s0_row * CB
+        s1_baddr = [stage(Mux(is_col0, a, a + s0_rowbase), f"s1_baddr{b}", addr_shape)
+                    for b, a in enumerate(s0_baddr)]
         s1_dither = [stage(d, f"s1_dither{b}", sr) for b, d in enumerate(bank_dither)]
 
         # What every later stage needs of a chunk, carried along stage by stage.

@@ -240,7 +240,7 @@ def _per_row(indices, rows: int, width: int) -> np.ndarray:
 
 
 def lif_ei_cycles(cfg, e_spikes=()) -> int:
-    """Cycles from phase B's start to the E/I core's ``done``: ``NR + 8`` plus the spike
+    """Cycles from phase B's start to the E/I core's ``done``: ``NR + 9`` plus the spike
     stalls of ``e_spikes`` (the E neurons that spike, any order)."""
     g = _geo(cfg)
     # step_cycles counts the start cycle; the accumulators' first beat comes a cycle after
@@ -281,7 +281,7 @@ def phase_b_cycles(cfg, *, nonzero: int, e_spikes=(), c_spikes=(), hit_ranks=(),
     ``start`` to ``done`` (:func:`lif_ei_cycles`, :func:`lif_c_cycles`, :func:`trace_cycles`,
     :func:`encoder_cycles`; the encoder only while the input is on)::
 
-        max(NR + 8 + s_E,  18 + s_C,  RB + 2,  ceil(nonzero / E) + 3 + s_in) + 2
+        max(NR + 9 + s_E,  19 + s_C,  RB + 2,  ceil(nonzero / E) + 3 + s_in) + 2
 
     where the ``s`` are the spike stalls, ``0 ≤ s ≤ spikes``: one cycle per spike after the
     first of its row, and per spike of the last row.
@@ -394,7 +394,7 @@ def reset_cycles(cfg, queued: int = 0) -> int:
     reset pass, the C core's, the input-trace clear and the flush of the ``queued`` spikes
     left in the longest queue::
 
-        1 + max(NR + 7, 17, RB + 2, queued + 2)
+        1 + max(NR + 8, 18, RB + 2, queued + 2)
     """
     g = _geo(cfg)
     return 1 + max(lif.step_cycles(g.n, g.pipelines) - 1,
@@ -411,7 +411,7 @@ def begin_cycles(cfg) -> int:
 
 def theta_cycles(cfg, learn_in: bool) -> int:
     """Cycles of ``THETA`` (and ``THETA_WAIT`` when the hidden layer learns: one pass of the
-    E/I core, ``NR + 7``)."""
+    E/I core, ``NR + 9``)."""
     g = _geo(cfg)
     return lif.step_cycles(g.n, g.pipelines) if learn_in else 1
 

@@ -27,15 +27,17 @@ Organisation and timing
 Neuron ``j`` is handled by pipeline ``j mod P`` and lives in row ``j div P`` of that
 pipeline's memory banks (:class:`~amaranth.lib.memory.Memory`, one synchronous read and one
 write port each: E word, I word and θ for ``"EI"``, the C word for ``"C"``). A pass issues
-one row of ``P`` neurons per cycle and writes it back :data:`LATENCY` = 6 cycles later:
+one row of ``P`` neurons per cycle and writes it back :data:`LATENCY` = 7 cycles later:
 
-* stage 0: row address to the banks; the row's ``acc`` taken and scaled to conductance;
-* stage 1: phase-A additions and saturation; driving forces ``E − V``;
-* stage 2: ``ge·(E_exc − V)``, ``gi·(E_inh − V)``; the decays of ``ge``, ``gi``, ``x``;
-* stage 3: ``cur``, the sum;
-* stage 4: ``cur·k_tau``;
-* stage 5: ``V`` plus the rounded step, clamped; threshold from θ; θ-LUT read; ``θ·k_theta``;
-* stage 6: spike test, refractory hold, reset; write-back; spikes to the output register.
+* stage 0: row address to the banks; the row's ``acc`` taken;
+* stage 1: the words read, in registers (no logic after a block RAM's slow output);
+  ``acc`` scaled to conductance;
+* stage 2: phase-A additions and saturation; driving forces ``E − V``;
+* stage 3: ``ge·(E_exc − V)``, ``gi·(E_inh − V)``; the decays of ``ge``, ``gi``, ``x``;
+* stage 4: ``cur``, the sum;
+* stage 5: ``cur·k_tau``;
+* stage 6: ``V`` plus the rounded step, clamped; threshold from θ; θ-LUT read; ``θ·k_theta``;
+* stage 7: spike test, refractory hold, reset; write-back; spikes to the output register.
 
 Rows never meet in flight (each is visited once per pass), so there are no hazards. A pass
 takes :func:`step_cycles` ``= ceil(N/P) + 8`` cycles when ``acc`` is always valid, ``spikes``
@@ -71,7 +73,9 @@ __all__ = [
 POPULATIONS = ("EI", "C")
 
 #: Cycles from a row's issue (its read address at the state memory) to its write-back.
-LATENCY = 6
+LATENCY = 7
+#: Stage at which a row's state words enter the datapath (from registers).
+_WORD_STAGE = 2
 
 
 class Op(enum.Enum, shape=2):
@@ -485,7 +489,7 @@ class LIFCore(wiring.Component):
                              idle & ax.we & (ax.sel == kind) & (ax_bank == p))),
             ]
             read_back[(kind, p)] = Value.cast(rp.data)
-            return rp.data
+            return pipe.reg(rp.data, f"{name}_q", mem.shape)
 
         # ---------------------------------------------------------------- lanes
         spike_mask, inh_spikes = [], []
@@ -495,9 +499,10 @@ class LIFCore(wiring.Component):
             # Lanes of the last row beyond the last neuron exist in the banks but not in the
             # population: they neither write nor spike.
             lane_ok = valid_fin & (j_fin < n)
-            # The lane's synaptic input as conductance, ((acc·k_w + 2**15) >> 16), formed at
-            # issue so that it meets the state word in stage 1.
-            g_add = pipe.reg(_mul_shift(self.acc.payload[p], k_w, 16, rnd=True), f"g_add_{p}")
+            # The lane's synaptic input as conductance, ((acc·k_w + 2**15) >> 16), formed in
+            # stage 1 from the registered ``acc`` so that it meets the state word in stage 2.
+            acc = pipe.reg(self.acc.payload[p], f"acc_{p}")
+            g_add = pipe.reg(_mul_shift(acc, k_w, 16, rnd=True), f"g_add_{p}")
             if ei:
                 e_out = Signal(exc_layout(self._cfg), name=f"e{p}_out")
                 i_out = Signal(inh_layout(self._cfg), name=f"i{p}_out")
@@ -588,9 +593,9 @@ class LIFCore(wiring.Component):
 
     def _lane_ei(self, m, pipe, name, e, i, theta1, g_add, g_inh, lane_ok, op, learn,
                  e_out, i_out, theta_out, theta_we):
-        """One E/I pair per cycle: stage-1 words in, stage-6 words and spikes out."""
+        """One E/I pair per cycle: stage-2 words in, stage-7 words and spikes out."""
         k, f, cfg = self._k, self._cfg.formats, self._cfg
-        last = LATENCY - 1  # registers from stage 1 to the final stage
+        last = LATENCY - _WORD_STAGE  # registers from the words' stage to the final one
         is_step = op == Op.STEP
 
         # ---- E: the phase-A additions (acc, lateral inhibition, trace bump), then B.
@@ -601,7 +606,7 @@ class LIFCore(wiring.Component):
         x_dec = self._trace(pipe, f"e{name}", e.x, e.spiked)
         v_old = pipe.delay(e.v, last, f"e{name}_v")
         ref = pipe.delay(e.ref, last, f"e{name}_ref")
-        # θ waits until stage 5, where it gives the threshold, the LUT address and the decay.
+        # θ waits until stage 6, where it gives the threshold, the LUT address and the decay.
         theta5 = pipe.delay(theta1, last - 1, f"e{name}_theta")
         theta6 = pipe.reg(theta5, f"e{name}_theta6")
         thresh = pipe.reg((theta5 >> (f.theta_frac - f.v_frac)) + k.e_thresh_offset,
@@ -654,7 +659,7 @@ class LIFCore(wiring.Component):
     def _lane_c(self, m, pipe, name, c, g_add, lane_ok, op, teacher, taught, c_out):
         """One C neuron per cycle; ``taught``: the teacher's spike is this neuron's."""
         k = self._k
-        last = LATENCY - 1
+        last = LATENCY - _WORD_STAGE
         is_step = op == Op.STEP
         ge = _sat(c.ge + g_add, k.g_max)
         vn, ge_dec, _ = self._membrane(pipe, f"c{name}", c.v, ge, None, k.i_v_rest, k.k_tau_i,
@@ -676,23 +681,23 @@ class LIFCore(wiring.Component):
         return Mux(teacher, spike_t, spike_lif)
 
     def _trace(self, pipe, name, x1, bump):
-        """Trace bump of the last step's spike (stage 1), then the decay: stage 6 value."""
+        """Trace bump of the last step's spike (stage 2), then the decay: stage 7 value."""
         k, f = self._k, self._cfg.formats
         x = _sat(x1 + Mux(bump, k.trace_inc, 0), k.trace_max)
         x2 = pipe.reg(x, f"{name}_x2", unsigned(f.trace_bits))
         x3 = pipe.reg(_mul_shift(x2, k.k_trace, f.const_frac), f"{name}_x3",
                       unsigned(f.trace_bits))
-        return pipe.delay(x3, LATENCY - 3, f"{name}_x")
+        return pipe.delay(x3, LATENCY - _WORD_STAGE - 2, f"{name}_x")
 
     def _membrane(self, pipe, name, v1, ge1, gi1, rest, k_tau, v_lo):
-        """Conductance-based membrane update, stage 1 → 6.
+        """Conductance-based membrane update, stage 2 → 7.
 
         ``v1`` and the conductances ``ge1``, ``gi1`` (``None``: no inhibitory synapse) after
-        their phase-A additions are stage-1 values. Returns, at stage 6, ``vn`` (the clamped
+        their phase-A additions are stage-2 values. Returns, at stage 7, ``vn`` (the clamped
         new potential, before the refractory hold and the spike test) and the decayed
         conductances. Multipliers (default formats): ``ge·(E_exc − V)`` and
-        ``gi·(E_inh − V)`` 19×18 in stage 2, the decays ``g·k_g`` 19×16 in stage 2,
-        ``cur·k_tau`` 39×12 in stage 4.
+        ``gi·(E_inh − V)`` 19×18 in stage 3, the decays ``g·k_g`` 19×16 in stage 3,
+        ``cur·k_tau`` 39×12 in stage 5.
         """
         k, f = self._k, self._cfg.formats
         gf, cf = f.g_frac, f.const_frac

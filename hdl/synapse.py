@@ -68,28 +68,30 @@ Requests issue one chunk per cycle, back to back across requests::
     S1  each lane's multiplier, in bank order: its trace, or for SCALE the weight just
         read; the multiplicand (learning rate, or the factor for SCALE); a row's bank
         address gets its ``row · CB`` (S0 holds only the chunk's offset in the row)
-    S2  L products: Δ = rounding of x·eta saturated at w_max, or for SCALE the scaled
-        weight (one 18 × 18 multiplier per lane for the multiplicand's low 18 bits, logic
-        for the rest); weight read (other kinds)
-    S3  w_new = clip(w_old ± Δ), the WRITE's value or the scaled weight; weight write;
+    S2  L products, x·eta, or w·factor for SCALE (one 18 × 18 multiplier per lane for
+        the multiplicand's low 18 bits, logic for the rest)
+    S3  from the registered products: Δ = rounding of x·eta saturated at w_max, or for
+        SCALE the scaled weight; weight read (other kinds)
+    S4  w_new = clip(w_old ± Δ), the WRITE's value or the scaled weight; weight write;
         old weights to the output registers; column-sum read
-    S4  column-sum write (+ Σ Δw)
+    S5  column-sum write (+ Σ Δw)
 
 From S1 on, lane ``b`` works on bank ``b``'s synapse, so the read-modify-write of a weight
-(read at the end of S2, written at the end of S3) is an adder, a clip and a multiplexer
+(read at the end of S3, written at the end of S4) is an adder, a clip and a multiplexer
 between the bank's output and its input, with no rotator and no multiplier in the loop: the
-products are taken a stage earlier, from registers. The banks' read ports are transparent to
-their write ports: the next chunk, even of the next request and even the same synapse, reads
-the value written in that same cycle, so there is no read-after-write hazard and no stall
-between requests; the column sums' read-modify-write (S3→S4) works the same way.
+products are taken two stages earlier, and rounded a stage earlier, from registers. The
+banks' read ports are transparent to their write ports: the next chunk, even of the next
+request and even the same synapse, reads the value written in that same cycle, so there is
+no read-after-write hazard and no stall between requests; the column sums'
+read-modify-write (S4→S5) works the same way.
 
-A ``SCALE`` reads its weights in S0, two cycles earlier than the other kinds, so that its
+A ``SCALE`` reads its weights in S0, three cycles earlier than the other kinds, so that its
 product, too, comes from a register. A ``SCALE`` request is therefore taken only when the
-chunks ahead of it in S0 and S1 are ``SCALE`` chunks of other columns (or none): a ``SCALE``
-after any other kind waits two cycles, a run of ``SCALE``\ s of different columns (a scaling
-pass) flows without a bubble, and the kinds after a ``SCALE`` follow it at once. Otherwise
-only the output streams stall the pipeline: all stages advance together when the ``acc``
-and ``rdata`` output registers are empty or being taken.
+chunks ahead of it in S0, S1 and S2 are ``SCALE`` chunks of other columns (or none): a
+``SCALE`` after any other kind waits three cycles, a run of ``SCALE``\ s of different columns
+(a scaling pass) flows without a bubble, and the kinds after a ``SCALE`` follow it at once.
+Otherwise only the output streams stall the pipeline: all stages advance together when the
+``acc`` and ``rdata`` output registers are empty or being taken.
 
 Traces
 ------
@@ -141,7 +143,7 @@ PROJECTIONS = ("in", "ec")
 WORD_BITS = 16
 #: Cycles from a request's acceptance to its first ``acc``/``rdata`` beat (with a ready
 #: sink); its last weight is written ``LATENCY − 1`` cycles after its last chunk issued.
-LATENCY = 5
+LATENCY = 6
 #: Operand width of the lane multipliers: the ECP5's ``MULT18X18D`` is 18 × 18; the bits of a
 #: wider multiplicand are multiplied in logic.
 MUL_WIDTH = 18
@@ -327,7 +329,7 @@ class SynapseMemory(wiring.Component):
     -------
     req : ``In(stream.Signature(RequestLayout))``
         Requests (:class:`Op`), taken back to back: a new one is accepted in the cycle its
-        predecessor issues its last chunk (a ``SCALE`` after another kind two cycles
+        predecessor issues its last chunk (a ``SCALE`` after another kind three cycles
         later, see "Pipeline"). Indices must be in range.
     acc : ``Out(stream.Signature(AccLayout))``
         ``ACC`` and ``ROW``: one beat per chunk of the row, ``CB`` per request, old weights in
@@ -600,11 +602,11 @@ class SynapseMemory(wiring.Component):
         s1_op = stage(s0_op, "s1_op", Op)
         s1_col = stage(s0_col, "s1_col")
 
-        # A SCALE reads its weights in S0, two cycles before the other kinds read theirs
-        # (S2), so that its product can be taken from a register in S2. It is accepted only
-        # when the chunks that will be in S1 and S2 as it reads are SCALEs of other columns
-        # (or none): then the banks' read ports are its own, and every weight it reads has
-        # been written back. Runs of SCALEs of successive columns have no bubble.
+        # A SCALE reads its weights in S0, three cycles before the other kinds read theirs
+        # (S3), so that its product can be taken from a register in S2. It is accepted only
+        # when the chunks that will be in S1, S2 and S3 as it reads are SCALEs of other
+        # columns (or none): then the banks' read ports are its own, and every weight it
+        # reads has been written back. Runs of SCALEs of successive columns have no bubble.
         p = self.req.payload
         p_scale = p.op == Op.SCALE
         p_colop = (p.op == Op.COL) | p_scale
@@ -612,8 +614,7 @@ class SynapseMemory(wiring.Component):
         def blocks_scale(valid, op, col):
             return valid & ((op != Op.SCALE) | (col == p.col))
 
-        hold = p_scale & (blocks_scale(s0_active, s0_op, s0_col) |
-                          blocks_scale(s1_v, s1_op, s1_col))
+        hold = Signal()     # driven once S2's registers exist (below)
         m.d.comb += self.req.ready.eq(adv & (~s0_active | s0_last) & ~hold)
         accept = self.req.valid & self.req.ready
         # A column's addresses are complete here (a SCALE reads with them in S0); a row's
@@ -702,20 +703,15 @@ class SynapseMemory(wiring.Component):
 
         # ---------------------------------------------------------------- S2: products
         s2 = carry(s1, 2)
-        s2_op, s2_baddr = s2["op"], s2["baddr"]
+        m.d.comb += hold.eq(p_scale & (blocks_scale(s0_active, s0_op, s0_col) |
+                                       blocks_scale(s1_v, s1_op, s1_col) |
+                                       blocks_scale(s2["valid"], s2["op"], s2["col"])))
         s2_dither = [stage(d, f"s2_dither{b}") for b, d in enumerate(s1_dither)]
         s2_mcand = stage(mcand, "s2_mcand", max(self.factor_bits, self._eta_bits))
         s2_fzero = stage(s1_factor == 0, "s2_fzero", 1)
         s2_a = [stage(a, f"s2_mplier{b}", max(B, len(x_pre[0]))) for b, a in enumerate(mplier)]
 
-        for b in range(L):
-            m.d.comb += [
-                banks_r[b].addr.eq(Mux(s0_scale, s0_baddr[b], s2_baddr[b])),
-                banks_r[b].en.eq(adv),
-            ]
-
         rf = k.recip_frac
-        s2_scale = s2_op == Op.SCALE
         # One product per lane: x·eta for Δ, w·factor for SCALE. The multiplicand (24 bits
         # for the factor, up to 21 for the learning rate) is wider than a DSP multiplier
         # (18 × 18 on the ECP5), which would take two per lane: its low MUL_WIDTH bits go to
@@ -724,10 +720,10 @@ class SynapseMemory(wiring.Component):
         lo_bits = MUL_WIDTH
         hi_bits = len(s2_mcand) - lo_bits
         mcand_lo = s2_mcand[:lo_bits]
-        operand = []
+        prods_lo, prods_hi = [], []
         for b in range(L):
             a = s2_a[b]
-            prod = a * mcand_lo
+            prods_lo.append(a * mcand_lo)
             if hi_bits > 0:
                 # A multiplicand bit above both the factor's and the rate's width is zero.
                 parts = [Mux(s2_mcand[lo_bits + j], a, 0) << j for j in range(hi_bits)]
@@ -745,14 +741,39 @@ class SynapseMemory(wiring.Component):
                         sums.append(sig)
                     parts = sums + parts[len(parts) & ~1:]
                     level += 1
-                prod = prod + (parts[0] << lo_bits)
+                prods_hi.append(parts[0])
+
+        # ---------------------------------------------------------------- S3: rounding
+        # The products come from registers: a multiplier's output meets no adder in its own
+        # cycle.
+        s3 = carry(s2, 3)
+        s3_op, s3_baddr = s3["op"], s3["baddr"]
+        s3_dither = [stage(d, f"s3_dither{b}") for b, d in enumerate(s2_dither)]
+        s3_fzero = stage(s2_fzero, "s3_fzero", 1)
+        s3_a = [stage(a, f"s3_mplier{b}") for b, a in enumerate(s2_a)]
+        s3_plo = [stage(v, f"s3_plo{b}") for b, v in enumerate(prods_lo)]
+        s3_phi = [stage(v, f"s3_phi{b}") for b, v in enumerate(prods_hi)]
+        s3_scale = s3_op == Op.SCALE
+
+        for b in range(L):
+            m.d.comb += [
+                banks_r[b].addr.eq(Mux(s0_scale, s0_baddr[b], s3_baddr[b])),
+                banks_r[b].en.eq(adv),
+            ]
+
+        operand = []
+        for b in range(L):
+            a = s3_a[b]
+            prod = s3_plo[b]
+            if hi_bits > 0:
+                prod = prod + (s3_phi[b] << lo_bits)
             # Both round by adding a term below the kept bits,
             # ``((x·eta >> (w_shift − sr)) + dither) >> sr`` being
             # ``(x·eta + (dither << (w_shift − sr))) >> w_shift``.
             if sr:
-                rnd = Mux(s2_scale, s2_dither[b] << (rf - sr), s2_dither[b] << (shift - sr))
+                rnd = Mux(s3_scale, s3_dither[b] << (rf - sr), s3_dither[b] << (shift - sr))
             else:
-                rnd = Mux(s2_scale, 1 << (rf - 1), 1 << (shift - 1))
+                rnd = Mux(s3_scale, 1 << (rf - 1), 1 << (shift - 1))
             total_s = prod + rnd
             # Δ saturates at w_max without changing a clipped result: w + Δ ≥ w_max and
             # w − Δ ≤ 0 for any Δ ≥ w_max.
@@ -760,65 +781,65 @@ class SynapseMemory(wiring.Component):
             d = Mux(d > w_max, w_max, d)
             # SCALE: (w·factor + r) >> recip_frac, r the row's dither or one half.
             scaled = total_s >> rf
-            scaled = Mux(s2_fzero, a[:B], Mux(scaled > w_max, w_max, scaled))
-            operand.append(Mux(s2_scale, scaled, d))
+            scaled = Mux(s3_fzero, a[:B], Mux(scaled > w_max, w_max, scaled))
+            operand.append(Mux(s3_scale, scaled, d))
 
-        # ---------------------------------------------------------------- S3: write
-        s3 = carry(s2, 3)
-        s3_v, s3_op, s3_r, s3_wdata = s3["valid"], s3["op"], s3["r"], s3["wdata"]
-        s3_row, s3_col, s3_idx, s3_last = s3["row"], s3["col"], s3["idx"], s3["last"]
-        s3_smask, s3_bmask, s3_baddr = s3["smask"], s3["bmask"], s3["baddr"]
-        s3_d = [stage(v, f"s3_operand{b}", B) for b, v in enumerate(operand)]
-        s3_wsc = [stage(a[:B], f"s3_wscale{b}", B) for b, a in enumerate(s2_a)]
+        # ---------------------------------------------------------------- S4: write
+        s4 = carry(s3, 4)
+        s4_v, s4_op, s4_r, s4_wdata = s4["valid"], s4["op"], s4["r"], s4["wdata"]
+        s4_row, s4_col, s4_idx, s4_last = s4["row"], s4["col"], s4["idx"], s4["last"]
+        s4_smask, s4_bmask, s4_baddr = s4["smask"], s4["bmask"], s4["baddr"]
+        s4_d = [stage(v, f"s4_operand{b}", B) for b, v in enumerate(operand)]
+        s4_wsc = [stage(a[:B], f"s4_wscale{b}", B) for b, a in enumerate(s3_a)]
 
         w_bank = [Value.cast(port.data) for port in banks_r]
-        writes = ((s3_op == Op.ROW) | (s3_op == Op.COL) | (s3_op == Op.WRITE) |
-                  (s3_op == Op.SCALE))
-        s3_scale = s3_op == Op.SCALE
+        writes = ((s4_op == Op.ROW) | (s4_op == Op.COL) | (s4_op == Op.WRITE) |
+                  (s4_op == Op.SCALE))
+        s4_scale = s4_op == Op.SCALE
         dw = []
         for b in range(L):
-            w, d = w_bank[b], s3_d[b]
+            w, d = w_bank[b], s4_d[b]
             up = w + d
             up = Mux(up > w_max, w_max, up)
             down = Mux(d > w, 0, w - d)
             new = Signal(B, name=f"w_new{b}")
-            with m.Switch(s3_op):
+            with m.Switch(s4_op):
                 with m.Case(Op.ROW):
                     m.d.comb += new.eq(down if self._asym else up)
                 with m.Case(Op.COL):
                     m.d.comb += new.eq(up)
                 with m.Case(Op.WRITE):
-                    m.d.comb += new.eq(s3_wdata)
+                    m.d.comb += new.eq(s4_wdata)
                 with m.Case(Op.SCALE):
                     m.d.comb += new.eq(d)
                 with m.Default():
                     m.d.comb += new.eq(w)
             m.d.comb += [
-                banks_w[b].addr.eq(s3_baddr[b]),
+                banks_w[b].addr.eq(s4_baddr[b]),
                 banks_w[b].data.eq(new),
-                banks_w[b].en.eq(adv & s3_v & writes & s3_bmask[b]),
+                banks_w[b].en.eq(adv & s4_v & writes & s4_bmask[b]),
             ]
             # A SCALE's old weight was read in S0 and came along in a register.
-            old = Mux(s3_scale, s3_wsc[b], w)
+            old = Mux(s4_scale, s4_wsc[b], w)
             step = Signal(signed(B + 1), name=f"dw{b}")
-            m.d.comb += step.eq(Mux(s3_bmask[b] & writes, new - old, 0))
+            m.d.comb += step.eq(Mux(s4_bmask[b] & writes, new - old, 0))
             dw.append(step)
 
         # Column sums: a row's L increments go to L columns, a column's to one.
-        s3_colop = (s3_op == Op.COL) | (s3_op == Op.SCALE)
+        s4_colop = (s4_op == Op.COL) | (s4_op == Op.SCALE)
         m.d.comb += [
-            sum_r.addr.eq(Mux(s3_colop, high(s3_col), high(s3_idx))),
+            sum_r.addr.eq(Mux(s4_colop, high(s4_col), high(s4_idx))),
             sum_r.en.eq(adv),
         ]
 
-        # ---------------------------------------------------------------- S4: sums
-        s4_we = stage(s3_v & writes, "s4_we", 1)
-        s4_addr = stage(sum_r.addr, "s4_addr")
-        s4_colop = stage(s3_colop, "s4_colop", 1)
-        s4_lane = stage(low(s3_col), "s4_lane")
-        s4_r = stage(s3_r, "s4_r")
-        s4_dw = [stage(v, f"s4_dw{b}") for b, v in enumerate(dw)]
-        slot_dw = _rotate_down(s4_dw, s4_r, lg)
+        # ---------------------------------------------------------------- S5: sums
+        s5_we = stage(s4_v & writes, "s5_we", 1)
+        s5_addr = stage(sum_r.addr, "s5_addr")
+        s5_colop = stage(s4_colop, "s5_colop", 1)
+        s5_lane = stage(low(s4_col), "s5_lane")
+        s5_r = stage(s4_r, "s5_r")
+        s5_dw = [stage(v, f"s5_dw{b}") for b, v in enumerate(dw)]
+        slot_dw = _rotate_down(s5_dw, s5_r, lg)
         # A column's increment is the sum of the chunk's L increments: a balanced tree of
         # two-input adders (kept apart, as the lanes' high products are).
         level, parts = 0, list(slot_dw)
@@ -834,26 +855,26 @@ class SynapseMemory(wiring.Component):
         total = parts[0]
         sums = _lanes(sum_r.data, L)
         m.d.comb += [
-            sum_w.addr.eq(s4_addr),
-            sum_w.en.eq(adv & s4_we),
+            sum_w.addr.eq(s5_addr),
+            sum_w.en.eq(adv & s5_we),
         ]
         for s in range(L):
-            inc = Mux(s4_colop, Mux(s4_lane == s, total, 0), slot_dw[s])
+            inc = Mux(s5_colop, Mux(s5_lane == s, total, 0), slot_dw[s])
             m.d.comb += sum_w.data[s].eq(sums[s] + inc)
 
         # ---------------------------------------------------------------- outputs
-        w_old = _rotate_down(w_bank, s3_r, lg)
+        w_old = _rotate_down(w_bank, s4_r, lg)
         acc_payload = Signal(self.acc.payload.shape())
         rd_payload = Signal(B)
         with m.If(adv):
             m.d.sync += [
-                acc_v.eq(s3_v & ((s3_op == Op.ACC) | (s3_op == Op.ROW))),
-                acc_payload.row.eq(s3_row),
-                acc_payload.col.eq(s3_idx),
-                acc_payload.mask.eq(s3_smask),
-                acc_payload.last.eq(s3_last),
-                rd_v.eq(s3_v & (s3_op == Op.READ)),
-                rd_payload.eq(Array(w_old)[low(s3_col)]),
+                acc_v.eq(s4_v & ((s4_op == Op.ACC) | (s4_op == Op.ROW))),
+                acc_payload.row.eq(s4_row),
+                acc_payload.col.eq(s4_idx),
+                acc_payload.mask.eq(s4_smask),
+                acc_payload.last.eq(s4_last),
+                rd_v.eq(s4_v & (s4_op == Op.READ)),
+                rd_payload.eq(Array(w_old)[low(s4_col)]),
             ]
             for s in range(L):
                 m.d.sync += acc_payload.weights[s].eq(w_old[s])
@@ -867,6 +888,6 @@ class SynapseMemory(wiring.Component):
             self.acc.payload.eq(acc_payload),
             self.rdata.valid.eq(rd_v),
             self.rdata.payload.eq(rd_payload),
-            self.busy.eq(s0_active | s1_v | s2["valid"] | s3_v | s4_we | acc_v | rd_v),
+            self.busy.eq(s0_active | s1_v | s2["valid"] | s3["valid"] | s4_v | s5_we | acc_v | rd_v),
         ]
         return m

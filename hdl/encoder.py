@@ -41,7 +41,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
 from ..firmware.config import NetworkConfig
-from ..sim.rng import stream_seeds
+from ..sim.rng import stream_seeds, xorshift32_py
 from .xorshift import STATE_BITS, WORD_BITS, xorshift32_next, xorshift32_word
 
 __all__ = ["PIXEL_BITS", "PixelLayout", "rate_fraction", "RateCompare", "PoissonEncoder"]
@@ -324,12 +324,16 @@ class PoissonEncoder(wiring.Component):
         s2_count = Signal(range(lanes + 1))
         s2_row = Signal(data.ArrayLayout(entry, lanes))
         states = self.states
+        # Each lane's state after its next draw, kept a step ahead in registers so that the
+        # draw's word comes from a register (the xorshift is three levels of logic).
+        ahead = Signal(data.ArrayLayout(unsigned(STATE_BITS), lanes),
+                       init=[xorshift32_py(s) for s in self._init_states])
 
         m.d.comb += rate.intensity.eq(intensity)
         hits = Signal(lanes)
         nexts = []
         for k in range(lanes):
-            nxt = xorshift32_next(states[k])
+            nxt = ahead[k]
             nexts.append(nxt)
             m.d.comb += [
                 rate.pixels[k].eq(s2_row[k].value),
@@ -363,7 +367,8 @@ class PoissonEncoder(wiring.Component):
                 m.d.sync += s3_index[k].eq(s2_row[k].index)
                 # Only the lanes that drew a word advance: the row's tail is past the list.
                 with m.If(k < s2_count):
-                    m.d.sync += states[k].eq(nexts[k])
+                    m.d.sync += [states[k].eq(nexts[k]),
+                                 ahead[k].eq(xorshift32_next(nexts[k]))]
         with m.If(move):
             m.d.sync += [s2_valid.eq(1), s2_row.eq(rd.data), s2_count.eq(s1_count)]
         with m.Elif(take):
@@ -398,6 +403,7 @@ class PoissonEncoder(wiring.Component):
                 ]
             with m.If(self.seeds_load):
                 m.d.sync += states.eq(self.seeds)
+                m.d.sync += [ahead[k].eq(xorshift32_next(self.seeds[k])) for k in range(lanes)]
         with m.Elif(finished):
             m.d.sync += walking.eq(0)
         return m

@@ -9,9 +9,10 @@ the answer. A frame's first ``SYNC`` byte decides which link it came from; its a
 on the same link.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out, connect, flipped
+from amaranth.utils import bits_for
 
 from ..firmware import protocol as P
 from ..firmware.asm import PROGRAM_DEPTH
@@ -96,6 +97,11 @@ class CommandUnit(wiring.Component):
         nbytes = Signal(3)                          # its bytes left
         item = Signal(range(max(n_in, n) + 1))      # row / neuron / column counter
         total = Signal(range(n_in + 2 * 256))       # PRESENT_RUNS: pixels so far
+        # The check of the runs compares each run's count, taken into a register from the
+        # payload's block RAM, with what is left of the payload and of the 784 pixels, also
+        # held in registers: no adder and comparator after the block RAM's slow output.
+        room = Signal(signed(bits_for(P.MAX_PAYLOAD) + 1))      # payload bytes after a count
+        pix_room = Signal(signed(bits_for(n_in) + 2))           # pixels not yet claimed
         zeros_left = Signal(8)                      # … of the run being expanded
         count_left = Signal(8)
         limit = Signal(range(max(n_in, n) + 1))
@@ -208,7 +214,7 @@ class CommandUnit(wiring.Component):
                         with m.Elif(core.busy):
                             finish(P.Error.STATE)
                         with m.Else():
-                            m.d.sync += [idx.eq(2), total.eq(0)]
+                            m.d.sync += [idx.eq(2), total.eq(0), pix_room.eq(n_in)]
                             with m.If(typ == P.Type.PRESENT):
                                 m.next = "PIXELS"
                             with m.Else():
@@ -332,6 +338,7 @@ class CommandUnit(wiring.Component):
             # a pixel reaches the encoder, and again to expand them into its 784 pixels.
             with m.State("RUNS_CHECK"):
                 m.d.comb += self.pl_addr.eq(idx)
+                m.d.sync += room.eq(length - idx - 2)
                 with m.If(idx == length):
                     m.d.sync += [idx.eq(2), total.eq(0), zeros_left.eq(0), count_left.eq(0)]
                     m.next = "RUNS_NEXT"
@@ -341,15 +348,18 @@ class CommandUnit(wiring.Component):
                     m.next = "RUNS_CHECK_ZEROS"
             with m.State("RUNS_CHECK_ZEROS"):
                 m.d.comb += self.pl_addr.eq(idx + 1)
-                m.d.sync += total.eq(total + self.pl_data)
+                m.d.sync += pix_room.eq(pix_room - self.pl_data)
                 m.next = "RUNS_CHECK_COUNT"
             with m.State("RUNS_CHECK_COUNT"):
-                with m.If((idx + 2 + self.pl_data > length) |
-                          (total + self.pl_data > n_in)):
+                m.d.sync += count_left.eq(self.pl_data)
+                m.next = "RUNS_CHECK_RUN"
+            with m.State("RUNS_CHECK_RUN"):
+                # A run past the payload, or past the 784th pixel (zeros included).
+                with m.If((count_left > room) | (count_left > pix_room)):
                     finish(P.Error.ARGUMENT)
                 with m.Else():
-                    m.d.sync += [idx.eq(idx + 2 + self.pl_data),
-                                 total.eq(total + self.pl_data)]
+                    m.d.sync += [idx.eq(idx + 2 + count_left),
+                                 pix_room.eq(pix_room - count_left)]
                     m.next = "RUNS_CHECK"
             with m.State("RUNS_NEXT"):
                 m.d.comb += self.pl_addr.eq(idx)

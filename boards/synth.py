@@ -18,7 +18,8 @@ Flow
 2. The harness is converted to RTLIL and synthesised with Yosys (``synth_ice40 -dsp`` or
    ``synth_ecp5``); ``stat -json`` gives the cell counts.
 3. If the cell counts fit the device, nextpnr places and routes the design with the target
-   clock (``--freq``), unconstrained pins and ``--report``; the report gives the placed
+   clock (``--freq``), the clock on the board oscillator's pin (``Target.clock_pin``), the
+   other pins unconstrained, and ``--report``; the report gives the placed
    logic-cell count and the achieved frequency of every clock. A design that does not fit
    is not placed: the result says which resources overflow.
 
@@ -555,13 +556,17 @@ def synthesise(target, unit: str = "lif", cfg=None, *, n_exc: int | None = None,
     pnr_args = [*tgt.nextpnr_device, "--package", tgt.package, "--json", "top.json",
                 "--freq", f"{freq:g}", "--report", "report.json", "--seed", str(seed),
                 "--timing-allow-fail", "-l", "nextpnr.log", "-q"]
+    # The clock on the board's oscillator pin; the other pins where nextpnr puts them.
     if tgt.family == "ice40":
-        pnr_args.append("--pcf-allow-unconstrained")
+        constraints = ("top.pcf", f"set_io clk {tgt.clock_pin}\n")
+        pnr_args += ["--pcf", constraints[0], "--pcf-allow-unconstrained"]
     else:
+        constraints = ("top.lpf", f'LOCATE COMP "clk" SITE "{tgt.clock_pin}";\n')
         # router2 routes large ECP5 designs about twice as fast as the default router1.
-        pnr_args += ["--lpf-allow-unconstrained", "--router", "router2"]
+        pnr_args += ["--lpf", constraints[0], "--lpf-allow-unconstrained",
+                     "--router", "router2"]
     digest = hashlib.sha256(json.dumps(
-        [_RESULT_FORMAT, text, script, pnr_args, place, _tool_versions()]).encode()
+        [_RESULT_FORMAT, text, script, constraints, pnr_args, place, _tool_versions()]).encode()
     ).hexdigest()
 
     with _locked(folder):
@@ -582,6 +587,7 @@ def synthesise(target, unit: str = "lif", cfg=None, *, n_exc: int | None = None,
                 (folder / name).unlink()
         (folder / "top.il").write_text(text)
         (folder / "synth.ys").write_text(script)
+        (folder / constraints[0]).write_text(constraints[1])
 
         say(f"{tgt.name} {unit}: yosys {synth_cmd.split()[0]} …")
         t0 = time.monotonic()

@@ -100,6 +100,10 @@ class Target:
         Hardware parallelism of the default configuration.
     limits : DeviceLimits
         Resource counts of the device.
+    clock_pin : str
+        The board's oscillator pin, a clock-capable one: the out-of-context unit builds put
+        their clock there, since a clock on a pin nextpnr chooses may not reach the global
+        clock network.
     """
 
     name: str
@@ -115,6 +119,7 @@ class Target:
     pipelines: int
     encoder_lanes: int
     limits: DeviceLimits = field(repr=False)
+    clock_pin: str = ""
 
     @property
     def clock_mhz(self) -> float:
@@ -180,6 +185,7 @@ TARGETS = {
         encoder_lanes=1,
         limits=DeviceLimits(lut=5280, ff=5280, bram=30, spram=4, dsp=8, bram_kbit=4,
                             spram_kbit=256),
+        clock_pin="35",         # the iCEBreaker's 12 MHz oscillator (IOB_25B_G3)
     ),
     "ecp5-85f": Target(
         name="ecp5-85f",
@@ -195,6 +201,7 @@ TARGETS = {
         pipelines=4,
         encoder_lanes=4,
         limits=DeviceLimits(lut=83640, ff=83640, bram=208, spram=0, dsp=156, bram_kbit=18),
+        clock_pin="G2",         # the ULX3S's 25 MHz oscillator (PCLKT6_0)
     ),
 }
 

@@ -48,6 +48,12 @@ def test_encoder_synthesises_places_and_reports(target, build_root):
     folder = build_root / f"{target}-encoder"
     for name in ("top.il", "yosys.log", "stat.json", "report.json", "result.json"):
         assert (folder / name).is_file(), name
+    # The clock on the board oscillator's pin (a pin of nextpnr's choice may not reach the
+    # global clock network), and nextpnr put it there.
+    pin = get_target(target).clock_pin
+    constraints = folder / ("top.pcf" if target == "up5k" else "top.lpf")
+    assert pin and pin in constraints.read_text()
+    assert "ERROR" not in (folder / "nextpnr.log").read_text()
     # An unchanged design reuses the stored result.
     again = synth.synthesise(target, "encoder", encoder_lanes=1)
     assert again["cached"] and again["LUT"] == res["LUT"]

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..firmware.config import NetworkConfig
-from . import lif, synapse, traces
+from . import encoder, lif, synapse, traces
 from .core import ec_lanes
 
 __all__ = [
@@ -265,7 +265,7 @@ def encoder_cycles(cfg, nonzero: int, hit_ranks=()) -> int:
     rows = _ceil(int(nonzero), g.encoder_lanes)
     if rows == 0:
         return 1
-    return rows + 3 + _row_stalls(_per_row(hit_ranks, rows, g.encoder_lanes))
+    return rows + encoder.WALK_EXTRA + _row_stalls(_per_row(hit_ranks, rows, g.encoder_lanes))
 
 
 def trace_cycles(cfg) -> int:
@@ -351,7 +351,7 @@ def step_bounds(cfg, *, n_in: int, n_e: int, n_c: int, learn_in: bool, learn_ec:
     if input_on:
         rows = _ceil(int(nonzero), g.encoder_lanes)
         lo_i, hi_i = stalls(int(in_out), rows, g.encoder_lanes)
-        base_i = rows + 3 if rows else 1
+        base_i = rows + encoder.WALK_EXTRA if rows else 1
         lo.append(base_i + lo_i)
         hi.append(base_i + hi_i)
     return a + max(lo) + 2, a + max(hi) + 2

@@ -214,7 +214,7 @@ class CommandUnit(wiring.Component):
                         with m.Elif(core.busy):
                             finish(P.Error.STATE)
                         with m.Else():
-                            m.d.sync += [idx.eq(2), total.eq(0), pix_room.eq(n_in)]
+                            m.d.sync += [idx.eq(2), pix_room.eq(n_in)]
                             with m.If(typ == P.Type.PRESENT):
                                 m.next = "PIXELS"
                             with m.Else():

@@ -44,10 +44,13 @@ from ..firmware.config import NetworkConfig
 from ..sim.rng import stream_seeds, xorshift32_py
 from .xorshift import STATE_BITS, WORD_BITS, xorshift32_next, xorshift32_word
 
-__all__ = ["PIXEL_BITS", "PixelLayout", "rate_fraction", "RateCompare", "PoissonEncoder"]
+__all__ = ["PIXEL_BITS", "WALK_EXTRA", "PixelLayout", "rate_fraction", "RateCompare",
+           "PoissonEncoder"]
 
 #: Width of a pixel value.
 PIXEL_BITS = 8
+#: Cycles of a step's walk besides its rows and spike stalls, from ``step`` to ``done``.
+WALK_EXTRA = 3
 
 
 class PixelLayout(data.StructLayout):
@@ -331,13 +334,10 @@ class PoissonEncoder(wiring.Component):
 
         m.d.comb += rate.intensity.eq(intensity)
         hits = Signal(lanes)
-        nexts = []
         for k in range(lanes):
-            nxt = ahead[k]
-            nexts.append(nxt)
             m.d.comb += [
                 rate.pixels[k].eq(s2_row[k].value),
-                rate.words[k].eq(xorshift32_word(nxt)),
+                rate.words[k].eq(xorshift32_word(ahead[k])),
                 hits[k].eq(rate.hits[k] & (k < s2_count)),
             ]
 
@@ -367,8 +367,8 @@ class PoissonEncoder(wiring.Component):
                 m.d.sync += s3_index[k].eq(s2_row[k].index)
                 # Only the lanes that drew a word advance: the row's tail is past the list.
                 with m.If(k < s2_count):
-                    m.d.sync += [states[k].eq(nexts[k]),
-                                 ahead[k].eq(xorshift32_next(nexts[k]))]
+                    m.d.sync += [states[k].eq(ahead[k]),
+                                 ahead[k].eq(xorshift32_next(ahead[k]))]
         with m.If(move):
             m.d.sync += [s2_valid.eq(1), s2_row.eq(rd.data), s2_count.eq(s1_count)]
         with m.Elif(take):

@@ -306,6 +306,23 @@ def _rotate_down(lanes, amount, lg):
     return cur
 
 
+def _kept_tree(m, parts, name):
+    """The sum of ``parts`` as a balanced tree of two-input adders, each result a signal of
+    its own. Kept apart: Yosys would otherwise merge the tree into one multi-operand sum and
+    build it from full adders in LUTs (about twice the logic) instead of carry chains."""
+    level = 0
+    while len(parts) > 1:
+        sums = []
+        for i in range(0, len(parts) - 1, 2):
+            total = parts[i] + parts[i + 1]
+            sig = Signal(total.shape(), name=f"{name}_{level}_{i // 2}", attrs={"keep": 1})
+            m.d.comb += sig.eq(total)
+            sums.append(sig)
+        parts = sums + parts[len(parts) & ~1:]
+        level += 1
+    return parts[0]
+
+
 class SynapseMemory(wiring.Component):
     """Banked weight memory of one plastic projection with its sym-STDP datapath.
 
@@ -727,21 +744,7 @@ class SynapseMemory(wiring.Component):
             if hi_bits > 0:
                 # A multiplicand bit above both the factor's and the rate's width is zero.
                 parts = [Mux(s2_mcand[lo_bits + j], a, 0) << j for j in range(hi_bits)]
-                # A tree of two-input adders on the carry chains. Kept apart: Yosys would
-                # otherwise merge the tree into one multi-operand sum and build it from
-                # full adders in LUTs, about twice the logic.
-                level = 0
-                while len(parts) > 1:
-                    sums = []
-                    for i in range(0, len(parts) - 1, 2):
-                        total = parts[i] + parts[i + 1]
-                        sig = Signal(len(total), name=f"hi{b}_{level}_{i // 2}",
-                                     attrs={"keep": 1})
-                        m.d.comb += sig.eq(total)
-                        sums.append(sig)
-                    parts = sums + parts[len(parts) & ~1:]
-                    level += 1
-                prods_hi.append(parts[0])
+                prods_hi.append(_kept_tree(m, parts, f"hi{b}"))
 
         # ---------------------------------------------------------------- S3: rounding
         # The products come from registers: a multiplier's output meets no adder in its own
@@ -840,19 +843,8 @@ class SynapseMemory(wiring.Component):
         s5_r = stage(s4_r, "s5_r")
         s5_dw = [stage(v, f"s5_dw{b}") for b, v in enumerate(dw)]
         slot_dw = _rotate_down(s5_dw, s5_r, lg)
-        # A column's increment is the sum of the chunk's L increments: a balanced tree of
-        # two-input adders (kept apart, as the lanes' high products are).
-        level, parts = 0, list(slot_dw)
-        while len(parts) > 1:
-            sums_ = []
-            for i in range(0, len(parts) - 1, 2):
-                total = parts[i] + parts[i + 1]
-                sig = Signal(total.shape(), name=f"dw_sum{level}_{i // 2}", attrs={"keep": 1})
-                m.d.comb += sig.eq(total)
-                sums_.append(sig)
-            parts = sums_ + parts[len(parts) & ~1:]
-            level += 1
-        total = parts[0]
+        # A column's increment is the sum of the chunk's L increments.
+        total = _kept_tree(m, list(slot_dw), "dw_sum")
         sums = _lanes(sum_r.data, L)
         m.d.comb += [
             sum_w.addr.eq(s5_addr),

@@ -161,8 +161,8 @@ def phase_a_cycles(cfg, n_in: int, n_e: int, n_c: int, *, learn_in: bool,
       row event's ``CB + LATENCY + 1`` cycles, the last column event's ``RB + LATENCY``.
 
     Leading terms: ``k·CB + e·RB + c·RBe`` learning both layers, ``k·CB + e·CBe + c`` at test,
-    plus six cycles of the states themselves (exactly ``k·CB + 6`` when only input spikes are
-    delivered) less what one memory's events hide of the other's drain.
+    plus eight cycles of the states and the last event's drain (exactly ``k·CB + 9`` when only
+    input spikes are delivered) less what one memory's events hide of the other's drain.
 
     Parameters
     ----------

@@ -281,7 +281,7 @@ class ScalingUnit(wiring.Component):
         if last_issue is None:
             return t + 1
         # The memory's busy falls LATENCY cycles after the last chunk issued (after the
-        # column-sum write of S4); done is the first cycle that sees it low.
+        # column-sum write of S6); done is the first cycle that sees it low.
         return max(t, free + LATENCY) + 1
 
     # ------------------------------------------------------------------ gateware

@@ -72,24 +72,28 @@ Requests issue one chunk per cycle, back to back across requests::
         the multiplicand's low 18 bits, logic for the rest)
     S3  from the registered products: Δ = rounding of x·eta saturated at w_max, or for
         SCALE the scaled weight; weight read (other kinds)
-    S4  w_new = clip(w_old ± Δ), the WRITE's value or the scaled weight; weight write;
+    S4  the banks' outputs into registers
+    S5  w_new = clip(w_old ± Δ), the WRITE's value or the scaled weight; weight write;
         old weights to the output registers; column-sum read
-    S5  column-sum write (+ Σ Δw)
+    S6  column-sum write (+ Σ Δw)
 
 From S1 on, lane ``b`` works on bank ``b``'s synapse, so the read-modify-write of a weight
-(read at the end of S3, written at the end of S4) is an adder, a clip and a multiplexer
-between the bank's output and its input, with no rotator and no multiplier in the loop: the
-products are taken two stages earlier, and rounded a stage earlier, from registers. The
-banks' read ports are transparent to their write ports: the next chunk, even of the next
-request and even the same synapse, reads the value written in that same cycle, so there is
-no read-after-write hazard and no stall between requests; the column sums'
-read-modify-write (S4→S5) works the same way.
+(read at the end of S3, held in a register through S4, written at the end of S5) is an
+adder, a clip and a multiplexer between a register and the bank's input, with no rotator
+and no multiplier in the loop: the products are taken two stages earlier, and rounded a
+stage earlier, from registers, and no block RAM's output meets logic before a register. The
+banks' read ports are transparent to their write ports, so a chunk reading a synapse in the
+cycle it is written gets the new value; the chunk one stage behind a write read it a cycle
+earlier, and its S4 register takes the value being written instead (forwarding). There is
+no read-after-write hazard and no stall between requests, even for the same synapse; the
+column sums' read-modify-write (S5→S6) works with the transparent port alone.
 
 A ``SCALE`` reads its weights in S0, three cycles earlier than the other kinds, so that its
-product, too, comes from a register. A ``SCALE`` request is therefore taken only when the
-chunks ahead of it in S0, S1 and S2 are ``SCALE`` chunks of other columns (or none): a
-``SCALE`` after any other kind waits three cycles, a run of ``SCALE``\ s of different columns
-(a scaling pass) flows without a bubble, and the kinds after a ``SCALE`` follow it at once.
+product, too, comes from a register. Its first chunk therefore waits in S0 until the chunks
+ahead of it in S1 to S4 are ``SCALE`` chunks of other columns (or none): a ``SCALE`` after
+any other kind waits four cycles, a run of ``SCALE``\ s of different columns (a scaling
+pass) flows without a bubble, and the kinds after a ``SCALE`` follow it at once. The wait is
+decided from the stages' registers alone; ``req.ready`` does not depend on the request.
 Otherwise only the output streams stall the pipeline: all stages advance together when the
 ``acc`` and ``rdata`` output registers are empty or being taken.
 
@@ -143,7 +147,7 @@ PROJECTIONS = ("in", "ec")
 WORD_BITS = 16
 #: Cycles from a request's acceptance to its first ``acc``/``rdata`` beat (with a ready
 #: sink); its last weight is written ``LATENCY − 1`` cycles after its last chunk issued.
-LATENCY = 6
+LATENCY = 7
 #: Operand width of the lane multipliers: the ECP5's ``MULT18X18D`` is 18 × 18; the bits of a
 #: wider multiplicand are multiplied in logic.
 MUL_WIDTH = 18
@@ -615,24 +619,27 @@ class SynapseMemory(wiring.Component):
         m.d.comb += s0_last.eq(Mux(is_col0, s0_idx == (RB - 1) * L,
                                    Mux(is_row0, s0_idx == (CB - 1) * L, 1)))
 
-        s1_v = stage(s0_active, "s1_valid", 1)
+        # A SCALE reads its weights in S0, three cycles before the other kinds read theirs
+        # (S3), so that its product can be taken from a register in S2. Its first chunk
+        # waits in S0 until the chunks in S1 to S4 are SCALEs of other columns (or none):
+        # then the banks' read ports are its own, and every weight it reads has been written
+        # back. Runs of SCALEs of successive columns have no bubble. The wait is decided
+        # from registers, so that ``req.ready`` does not depend on the request's payload.
+        s0_first = Signal()
+        s0_wait = Signal()      # driven once S4's registers exist (below)
+        s0_issue = s0_active & ~s0_wait
+
+        s1_v = stage(s0_issue, "s1_valid", 1)
         s1_op = stage(s0_op, "s1_op", Op)
         s1_col = stage(s0_col, "s1_col")
 
-        # A SCALE reads its weights in S0, three cycles before the other kinds read theirs
-        # (S3), so that its product can be taken from a register in S2. It is accepted only
-        # when the chunks that will be in S1, S2 and S3 as it reads are SCALEs of other
-        # columns (or none): then the banks' read ports are its own, and every weight it
-        # reads has been written back. Runs of SCALEs of successive columns have no bubble.
         p = self.req.payload
-        p_scale = p.op == Op.SCALE
-        p_colop = (p.op == Op.COL) | p_scale
+        p_colop = (p.op == Op.COL) | (p.op == Op.SCALE)
 
         def blocks_scale(valid, op, col):
-            return valid & ((op != Op.SCALE) | (col == p.col))
+            return valid & ((op != Op.SCALE) | (col == s0_col))
 
-        hold = Signal()     # driven once S2's registers exist (below)
-        m.d.comb += self.req.ready.eq(adv & (~s0_active | s0_last) & ~hold)
+        m.d.comb += self.req.ready.eq(adv & (~s0_active | (s0_last & ~s0_wait)))
         accept = self.req.valid & self.req.ready
         # A column's addresses are complete here (a SCALE reads with them in S0); a row's
         # are its chunk offsets until S1 adds ``row · CB``, so that no multiplier lies
@@ -643,6 +650,7 @@ class SynapseMemory(wiring.Component):
         with m.If(accept):
             m.d.sync += [
                 s0_active.eq(1),
+                s0_first.eq(1),
                 s0_op.eq(p.op),
                 s0_word.eq(p.word),
                 s0_wdata.eq(p.wdata),
@@ -655,7 +663,8 @@ class SynapseMemory(wiring.Component):
                 s0_hash.eq(0),
             ]
             m.d.sync += [a.eq(v) for a, v in zip(s0_baddr, first_addr)]
-        with m.Elif(adv & s0_active):
+        with m.Elif(adv & s0_issue):
+            m.d.sync += s0_first.eq(0)
             with m.If(s0_last):
                 m.d.sync += s0_active.eq(0)
             with m.Else():
@@ -720,9 +729,6 @@ class SynapseMemory(wiring.Component):
 
         # ---------------------------------------------------------------- S2: products
         s2 = carry(s1, 2)
-        m.d.comb += hold.eq(p_scale & (blocks_scale(s0_active, s0_op, s0_col) |
-                                       blocks_scale(s1_v, s1_op, s1_col) |
-                                       blocks_scale(s2["valid"], s2["op"], s2["col"])))
         s2_dither = [stage(d, f"s2_dither{b}") for b, d in enumerate(s1_dither)]
         s2_mcand = stage(mcand, "s2_mcand", max(self.factor_bits, self._eta_bits))
         s2_fzero = stage(s1_factor == 0, "s2_fzero", 1)
@@ -760,7 +766,7 @@ class SynapseMemory(wiring.Component):
 
         for b in range(L):
             m.d.comb += [
-                banks_r[b].addr.eq(Mux(s0_scale, s0_baddr[b], s3_baddr[b])),
+                banks_r[b].addr.eq(Mux(s0_scale & ~s0_wait, s0_baddr[b], s3_baddr[b])),
                 banks_r[b].en.eq(adv),
             ]
 
@@ -787,86 +793,104 @@ class SynapseMemory(wiring.Component):
             scaled = Mux(s3_fzero, a[:B], Mux(scaled > w_max, w_max, scaled))
             operand.append(Mux(s3_scale, scaled, d))
 
-        # ---------------------------------------------------------------- S4: write
+        # ---------------------------------------------------------------- S4: weight read
+        # The banks' outputs go straight into registers: a block RAM's clock-to-output
+        # delay meets no logic.
         s4 = carry(s3, 4)
-        s4_v, s4_op, s4_r, s4_wdata = s4["valid"], s4["op"], s4["r"], s4["wdata"]
-        s4_row, s4_col, s4_idx, s4_last = s4["row"], s4["col"], s4["idx"], s4["last"]
-        s4_smask, s4_bmask, s4_baddr = s4["smask"], s4["bmask"], s4["baddr"]
         s4_d = [stage(v, f"s4_operand{b}", B) for b, v in enumerate(operand)]
+        m.d.comb += s0_wait.eq(s0_scale & s0_first &
+                               (blocks_scale(s1_v, s1_op, s1_col) |
+                                blocks_scale(s2["valid"], s2["op"], s2["col"]) |
+                                blocks_scale(s3["valid"], s3["op"], s3["col"]) |
+                                blocks_scale(s4["valid"], s4["op"], s4["col"])))
         s4_wsc = [stage(a[:B], f"s4_wscale{b}", B) for b, a in enumerate(s3_a)]
-
         w_bank = [Value.cast(port.data) for port in banks_r]
-        writes = ((s4_op == Op.ROW) | (s4_op == Op.COL) | (s4_op == Op.WRITE) |
-                  (s4_op == Op.SCALE))
-        s4_scale = s4_op == Op.SCALE
+
+        # ---------------------------------------------------------------- S5: write
+        s5 = carry(s4, 5)
+        s5_v, s5_op, s5_r, s5_wdata = s5["valid"], s5["op"], s5["r"], s5["wdata"]
+        s5_row, s5_col, s5_idx, s5_last = s5["row"], s5["col"], s5["idx"], s5["last"]
+        s5_smask, s5_bmask, s5_baddr = s5["smask"], s5["bmask"], s5["baddr"]
+        s5_d = [stage(v, f"s5_operand{b}") for b, v in enumerate(s4_d)]
+        s5_wsc = [stage(v, f"s5_wscale{b}") for b, v in enumerate(s4_wsc)]
+        writes = ((s5_op == Op.ROW) | (s5_op == Op.COL) | (s5_op == Op.WRITE) |
+                  (s5_op == Op.SCALE))
+        s5_scale = s5_op == Op.SCALE
+        s5_w = [Signal(B, name=f"s5_w{b}") for b in range(L)]
         dw = []
         for b in range(L):
-            w, d = w_bank[b], s4_d[b]
+            w, d = s5_w[b], s5_d[b]
             up = w + d
             up = Mux(up > w_max, w_max, up)
             down = Mux(d > w, 0, w - d)
             new = Signal(B, name=f"w_new{b}")
-            with m.Switch(s4_op):
+            with m.Switch(s5_op):
                 with m.Case(Op.ROW):
                     m.d.comb += new.eq(down if self._asym else up)
                 with m.Case(Op.COL):
                     m.d.comb += new.eq(up)
                 with m.Case(Op.WRITE):
-                    m.d.comb += new.eq(s4_wdata)
+                    m.d.comb += new.eq(s5_wdata)
                 with m.Case(Op.SCALE):
                     m.d.comb += new.eq(d)
                 with m.Default():
                     m.d.comb += new.eq(w)
+            we = s5_v & writes & s5_bmask[b]
             m.d.comb += [
-                banks_w[b].addr.eq(s4_baddr[b]),
+                banks_w[b].addr.eq(s5_baddr[b]),
                 banks_w[b].data.eq(new),
-                banks_w[b].en.eq(adv & s4_v & writes & s4_bmask[b]),
+                banks_w[b].en.eq(adv & we),
             ]
-            # A SCALE's old weight was read in S0 and came along in a register.
-            old = Mux(s4_scale, s4_wsc[b], w)
+            # The chunk in S4 read its weight a cycle before this write: if it is the same
+            # synapse, the register takes the value being written instead.
+            fwd = we & (s5_baddr[b] == s4["baddr"][b])
+            with m.If(adv):
+                m.d.sync += s5_w[b].eq(Mux(fwd, new, w_bank[b]))
+            # A SCALE's old weight was read in S0 and came along in registers.
+            old = Mux(s5_scale, s5_wsc[b], w)
             step = Signal(signed(B + 1), name=f"dw{b}")
-            m.d.comb += step.eq(Mux(s4_bmask[b] & writes, new - old, 0))
+            m.d.comb += step.eq(Mux(s5_bmask[b] & writes, new - old, 0))
             dw.append(step)
 
         # Column sums: a row's L increments go to L columns, a column's to one.
-        s4_colop = (s4_op == Op.COL) | (s4_op == Op.SCALE)
+        s5_colop = (s5_op == Op.COL) | (s5_op == Op.SCALE)
         m.d.comb += [
-            sum_r.addr.eq(Mux(s4_colop, high(s4_col), high(s4_idx))),
+            sum_r.addr.eq(Mux(s5_colop, high(s5_col), high(s5_idx))),
             sum_r.en.eq(adv),
         ]
 
-        # ---------------------------------------------------------------- S5: sums
-        s5_we = stage(s4_v & writes, "s5_we", 1)
-        s5_addr = stage(sum_r.addr, "s5_addr")
-        s5_colop = stage(s4_colop, "s5_colop", 1)
-        s5_lane = stage(low(s4_col), "s5_lane")
-        s5_r = stage(s4_r, "s5_r")
-        s5_dw = [stage(v, f"s5_dw{b}") for b, v in enumerate(dw)]
-        slot_dw = _rotate_down(s5_dw, s5_r, lg)
+        # ---------------------------------------------------------------- S6: sums
+        s6_we = stage(s5_v & writes, "s6_we", 1)
+        s6_addr = stage(sum_r.addr, "s6_addr")
+        s6_colop = stage(s5_colop, "s6_colop", 1)
+        s6_lane = stage(low(s5_col), "s6_lane")
+        s6_r = stage(s5_r, "s6_r")
+        s6_dw = [stage(v, f"s6_dw{b}") for b, v in enumerate(dw)]
+        slot_dw = _rotate_down(s6_dw, s6_r, lg)
         # A column's increment is the sum of the chunk's L increments.
         total = _kept_tree(m, list(slot_dw), "dw_sum")
         sums = _lanes(sum_r.data, L)
         m.d.comb += [
-            sum_w.addr.eq(s5_addr),
-            sum_w.en.eq(adv & s5_we),
+            sum_w.addr.eq(s6_addr),
+            sum_w.en.eq(adv & s6_we),
         ]
         for s in range(L):
-            inc = Mux(s5_colop, Mux(s5_lane == s, total, 0), slot_dw[s])
+            inc = Mux(s6_colop, Mux(s6_lane == s, total, 0), slot_dw[s])
             m.d.comb += sum_w.data[s].eq(sums[s] + inc)
 
         # ---------------------------------------------------------------- outputs
-        w_old = _rotate_down(w_bank, s4_r, lg)
+        w_old = _rotate_down(s5_w, s5_r, lg)
         acc_payload = Signal(self.acc.payload.shape())
         rd_payload = Signal(B)
         with m.If(adv):
             m.d.sync += [
-                acc_v.eq(s4_v & ((s4_op == Op.ACC) | (s4_op == Op.ROW))),
-                acc_payload.row.eq(s4_row),
-                acc_payload.col.eq(s4_idx),
-                acc_payload.mask.eq(s4_smask),
-                acc_payload.last.eq(s4_last),
-                rd_v.eq(s4_v & (s4_op == Op.READ)),
-                rd_payload.eq(Array(w_old)[low(s4_col)]),
+                acc_v.eq(s5_v & ((s5_op == Op.ACC) | (s5_op == Op.ROW))),
+                acc_payload.row.eq(s5_row),
+                acc_payload.col.eq(s5_idx),
+                acc_payload.mask.eq(s5_smask),
+                acc_payload.last.eq(s5_last),
+                rd_v.eq(s5_v & (s5_op == Op.READ)),
+                rd_payload.eq(Array(w_old)[low(s5_col)]),
             ]
             for s in range(L):
                 m.d.sync += acc_payload.weights[s].eq(w_old[s])
@@ -880,6 +904,7 @@ class SynapseMemory(wiring.Component):
             self.acc.payload.eq(acc_payload),
             self.rdata.valid.eq(rd_v),
             self.rdata.payload.eq(rd_payload),
-            self.busy.eq(s0_active | s1_v | s2["valid"] | s3["valid"] | s4_v | s5_we | acc_v | rd_v),
+            self.busy.eq(s0_active | s1_v | s2["valid"] | s3["valid"] | s4["valid"] | s5_v | s6_we |
+                         acc_v | rd_v),
         ]
         return m

@@ -29,7 +29,7 @@ from symspike.hdl.synapse import (LATENCY, AccLayout, Op, RequestLayout, Synapse
                                   TraceWrite)
 from symspike.sim import cosim
 from symspike.sim.fixed import K_INDEX, derive
-from symspike.sim.golden_kernel import C_X, E_X, _delta, _pre_update
+from symspike.sim.golden_kernel import C_X, E_X, _delta, _pre_update, scale_columns
 from symspike.sim.network import GoldenModel
 from symspike.sim.rng import dither_hash, xorshift32_py
 
@@ -72,9 +72,11 @@ class GoldenSynapses:
 
     def apply(self, op, row=0, col=0, wdata=0):
         """Perform one request; returns ``(word, out)``: the event word drawn (``None`` for
-        ``ACC``, ``READ``, ``WRITE``) and the old row (``ACC``, ``ROW``) or the weight
-        (``READ``)."""
+        ``ACC``, ``READ``, ``WRITE``) and the old row (``ACC``, ``ROW``), the weight
+        (``READ``) or the factor (``SCALE``, whose ``wdata`` is the column's target sum)."""
         m, w = self.model, self.w
+        if op == Op.SCALE:
+            return self._scale(col, wdata)
         if op == Op.READ:
             return None, int(w[row, col])
         if op == Op.WRITE:
@@ -101,6 +103,21 @@ class GoldenSynapses:
         nxt = xorshift32_py(state)
         assert int(m.rng[-1]) == nxt, "an event must draw exactly one word"
         return nxt >> 16, old
+
+    def _scale(self, col, target):
+        """One column of the model's scaling pass (``scale_columns``), towards ``target``;
+        the word is the model's next event word, as the scaling unit hands it over."""
+        m, k = self.model, self.model.const
+        line = np.ascontiguousarray(self.w[:, col:col + 1])
+        total = int(line.sum())
+        factor = (int(target) << k.recip_frac) // total if total else 0
+        assert factor < 1 << (k.weight_bits + k.recip_frac), "factor beyond the unit's width"
+        state = int(m.rng[-1])
+        hashes = m._hash_in if self.projection == "in" else m._hash_e
+        scale_columns(line, int(target), k.recip_frac, k.w_max, k.sr, m.rng, hashes)
+        self.w[:, col] = line[:, 0]
+        word = xorshift32_py(state) >> 16 if k.sr and total else None
+        return word, factor
 
 
 class KernelSynapses:
@@ -181,8 +198,10 @@ def make_vectors(golden, lanes, batches, *, weights, pre, post, seed=0):
             word, res = golden.apply(op, row, col, wdata)
             if word is None:
                 word = int(rng.integers(0, 1 << 16))
+            factor = res if op == Op.SCALE else 0
             out["requests"].append({"op": op.value, "row": int(row), "col": int(col),
-                                    "word": int(word), "wdata": int(wdata)})
+                                    "word": int(word), "wdata": int(wdata),
+                                    "factor": int(factor)})
             if op in ROW_OPS:
                 for k in range(cb):
                     lanes_ok = [k * lanes + s < C for s in range(lanes)]
@@ -230,11 +249,11 @@ def corner_traces(rng, n, trace_max, trace_inc):
 
 def random_batches(rng, rows, cols, events, *, w_max, trace_max, trace_inc, burst=1,
                    p=(0.3, 0.25, 0.1, 0.15, 0.2), hot_rows=None):
-    """``events`` random requests (ACC, ROW, COL, READ, WRITE with probabilities ``p``) in
-    batches of 1…``burst``, with occasional trace writes between batches; ``hot_rows``
-    limits the rows the requests address."""
+    """``events`` random requests (ACC, ROW, COL, READ, WRITE and, given a sixth
+    probability, SCALE with probabilities ``p``) in batches of 1…``burst``, with occasional
+    trace writes between batches; ``hot_rows`` limits the rows the requests address."""
     hot_rows = rows if hot_rows is None else hot_rows
-    ops = (Op.ACC, Op.ROW, Op.COL, Op.READ, Op.WRITE)
+    ops = (Op.ACC, Op.ROW, Op.COL, Op.READ, Op.WRITE, Op.SCALE)[:len(p)]
     batches, left = [], events
     while left:
         n = int(min(left, rng.integers(1, burst + 1)))
@@ -266,6 +285,21 @@ def hazard_batches(rows, cols, lanes):
                  (Op.READ, i, last, 0), (Op.COL, 0, first, 0), (Op.ACC, i, 0, 0),
                  (Op.ROW, rows - 1 - i, 0, 0), (Op.COL, 0, i % cols, 0)]
     return [{"requests": reqs[k:k + 11]} for k in range(0, len(reqs), 11)]
+
+
+def scale_hazard_batch(rows, cols, w_max):
+    """SCALEs right behind requests that write their column (the SCALE reads its weights
+    four stages before the others write theirs), SCALEs of one column and of neighbouring
+    columns back to back, and requests right behind SCALEs."""
+    last, first = cols - 1, 0
+    # Row 0 lies in a SCALE's first chunk, the one that waits.
+    reqs = [(Op.ROW, 0, 0, 0), (Op.SCALE, 0, last, w_max), (Op.COL, 0, last, 0),
+            (Op.SCALE, 0, last, 2 * w_max), (Op.SCALE, 0, last, w_max // 2),
+            (Op.WRITE, 0, first, w_max), (Op.SCALE, 0, first, 3 * w_max),
+            (Op.SCALE, 0, first + 1 if cols > 1 else first, w_max),
+            (Op.READ, 0, first, 0), (Op.ROW, rows - 1, 0, 0), (Op.ACC, 0, 0, 0),
+            (Op.SCALE, 0, last, 0), (Op.COL, 0, first, 0)]
+    return {"requests": reqs}
 
 
 def record(cfg, projection, image, label, *, seed, intensity, span):
@@ -590,7 +624,8 @@ def test_random_events(lanes, rule, sr, scale):
 @pytest.mark.parametrize("lanes,rule", [(8, "sym"), (16, "asym"), (1, "sym")])
 def test_back_to_back_hazards(lanes, rule):
     """Requests back to back that read a synapse the previous one is still writing (same
-    row twice, a row then a column through it, a write then a read), and random bursts; with
+    row twice, a row then a column through it, a write then a read, a SCALE right behind
+    a write of its column), and random bursts with SCALEs; with
     ``C ≤ L`` (16 lanes) every row is one chunk, so the same row's words follow each other
     in consecutive cycles."""
     cfg = small_cfg(20, lanes, rule)
@@ -598,8 +633,9 @@ def test_back_to_back_hazards(lanes, rule):
     golden = GoldenSynapses(cfg, "ec", seed=5, eta_scale=16.0)
     k = golden.model.const
     R, C = golden.rows, golden.cols
-    batches = hazard_batches(R, C, lanes) + random_batches(
-        rng, R, C, 60, w_max=k.w_max, trace_max=k.trace_max, trace_inc=k.trace_inc, burst=8)
+    batches = hazard_batches(R, C, lanes) + [scale_hazard_batch(R, C, k.w_max)] + \
+        random_batches(rng, R, C, 60, w_max=k.w_max, trace_max=k.trace_max,
+                       trace_inc=k.trace_inc, burst=8, p=(0.25, 0.2, 0.15, 0.1, 0.15, 0.15))
     vec = make_vectors(golden, lanes, batches, weights=corner_weights(rng, R, C, k.w_max),
                        pre=corner_traces(rng, R, k.trace_max, k.trace_inc),
                        post=corner_traces(rng, C, k.trace_max, k.trace_inc))
@@ -753,7 +789,7 @@ def cosim_vectors(tmp_path_factory, mnist_small):
     extra = [{"eta_scale": 16.0,
               "requests": [(Op.WRITE, i, j, int(corner[i, j]))
                            for i in range(hot) for j in range(C)]}]
-    extra += hazard_batches(hot, C, COSIM_LANES)[:1]
+    extra += hazard_batches(hot, C, COSIM_LANES)[:1] + [scale_hazard_batch(hot, C, k.w_max)]
     extra += random_batches(rng, R, C, 14, w_max=k.w_max, trace_max=k.trace_max,
                             trace_inc=k.trace_inc, burst=3, p=(0.2, 0.3, 0.2, 0.15, 0.15),
                             hot_rows=hot)

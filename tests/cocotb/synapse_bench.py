@@ -75,7 +75,8 @@ class SynapseDriver:
     def request(self, req) -> int:
         return self.req_layout.const({
             "op": Op(req["op"]), "row": req["row"], "col": req["col"],
-            "word": req.get("word", 0), "wdata": req.get("wdata", 0)}).as_value().value
+            "word": req.get("word", 0), "wdata": req.get("wdata", 0),
+            "factor": req.get("factor", 0)}).as_value().value
 
     def beat(self, bits: int) -> list:
         fields = {}

@@ -30,9 +30,10 @@ from amaranth.lib import io
 
 from ..firmware.config import NetworkConfig
 from .pll import PllError, ecp5_pll, ice40_pll, PllClock
+from .synth import CHECK_STEPS, SYNTH_RUN
 from .targets import Target, board_target
 
-__all__ = ["DEFAULT_BAUD", "BoardBuildError", "BoardTop", "build_board",
+__all__ = ["DEFAULT_BAUD", "BoardBuildError", "BoardTop", "build_board", "build_options",
            "format_board_result"]
 
 #: UART rate of the boards' USB serial bridges (FT2232H): 3 Mbaud.
@@ -194,9 +195,24 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def build_options(target: Target, nextpnr_seed: int = 1, *, rename: bool = True) -> dict:
+    """The platform build's overrides: multipliers in SB_MAC16 on the iCE40 (as the unit
+    builds), nextpnr's JSON report and seed; without ``rename``, Yosys stops before its
+    renaming step (``autoname``) and runs only that step's checks."""
+    options = {"nextpnr_opts": f"--report report.json --seed {int(nextpnr_seed)} "
+                               f"--timing-allow-fail"}
+    synth = ["-dsp"] if target.family == "ice40" else []
+    if not rename:
+        synth.append(SYNTH_RUN)
+        options["script_after_synth"] = "\n".join(CHECK_STEPS)
+    if synth:
+        options["synth_opts"] = " ".join(synth)
+    return options
+
+
 def build_board(board: str, *, cfg: NetworkConfig | None = None, seed: int = 0,
                 baud: int = DEFAULT_BAUD, program: bool = False, nextpnr_seed: int = 1,
-                root=None, log=None) -> dict:
+                rename: bool = True, root=None, log=None) -> dict:
     """Build (and with ``program`` load) the bitstream of ``board``.
 
     Parameters
@@ -213,6 +229,10 @@ def build_board(board: str, *, cfg: NetworkConfig | None = None, seed: int = 0,
         Load the bitstream onto the board afterwards.
     nextpnr_seed : int
         Placement seed.
+    rename : bool
+        Run Yosys' renaming step (``autoname``), which gives the cells and nets of the
+        timing report readable names; it takes 20 of the 26 Yosys minutes of the N = 400
+        ULX3S chip (Yosys 0.66).
     root : path-like, optional
         Build folder (default ``build/boards/<board>``).
     log : callable, optional
@@ -241,10 +261,7 @@ def build_board(board: str, *, cfg: NetworkConfig | None = None, seed: int = 0,
     folder.mkdir(parents=True, exist_ok=True)
     env = _environment(target.family, program)
     name = "symspike"
-    options = {"nextpnr_opts": f"--report report.json --seed {int(nextpnr_seed)} "
-                               f"--timing-allow-fail"}
-    if target.family == "ice40":
-        options["synth_opts"] = "-dsp"      # multipliers in SB_MAC16, as the unit builds do
+    options = build_options(target, nextpnr_seed, rename=rename)
     t0 = time.monotonic()
     say(f"{board}: elaborating the chip (N={cfg.n_exc}, L={cfg.lanes}, P={cfg.pipelines}, "
         f"E={cfg.encoder_lanes}) at {top.pll.f_out_mhz:g} MHz …")
@@ -283,7 +300,7 @@ def build_board(board: str, *, cfg: NetworkConfig | None = None, seed: int = 0,
         "config": {"n_exc": cfg.n_exc, "lanes": cfg.lanes, "pipelines": cfg.pipelines,
                    "encoder_lanes": cfg.encoder_lanes, "clock_hz": cfg.clock_hz,
                    "config_id": f"{cfg.config_id:#010x}"},
-        "seed": seed, "nextpnr_seed": nextpnr_seed,
+        "seed": seed, "nextpnr_seed": nextpnr_seed, "renamed": bool(rename),
         "pll": {"f_in_mhz": top.pll.f_in_mhz, "f_out_mhz": top.pll.f_out_mhz,
                 **top.pll.parameters()},
         "baud": baud, "uart_divisor": top.divisor,

@@ -111,6 +111,12 @@ _CELLS = {
 #: Version of the stored ``result.json``: results of another version are not reused.
 _RESULT_FORMAT = 2
 
+#: The ``synth_<family>`` script up to its last step, ``autoname``, which only renames cells
+#: and takes most of Yosys 0.66's time on a large design (20 of the 26 minutes of the N = 400
+#: ULX3S chip); :data:`CHECK_STEPS` are the rest of that step.
+SYNTH_RUN = "-run begin:check"
+CHECK_STEPS = ("hierarchy -check", "check -noinit", "blackbox =A:whitebox")
+
 #: nextpnr bel types of the placed logic cells (the LUT count of a placed design).
 _PLACED_LUT = {"ice40": "ICESTORM_LC", "ecp5": "TRELLIS_COMB"}
 
@@ -542,12 +548,8 @@ def synthesise(target, unit: str = "lif", cfg=None, *, n_exc: int | None = None,
         synth_cmd = "synth_ecp5 -top top" + ("" if dsp else " -nodsp")
     script = "\n".join([
         "read_rtlil top.il",
-        # The script's last step, `autoname`, only renames cells and takes most of Yosys
-        # 0.66's time on a large design: the checks of that step without it.
-        synth_cmd + " -run begin:check",
-        "hierarchy -check",
-        "check -noinit",
-        "blackbox =A:whitebox",
+        synth_cmd + " " + SYNTH_RUN,
+        *CHECK_STEPS,
         "tee -q -o stat.json stat -json",
         "write_json top.json",
         "",
@@ -816,6 +818,10 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--no-place", action="store_true",
                    help="stop after Yosys (cell counts only, no Fmax)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: 1)")
+    p.add_argument("--no-rename", action="store_true",
+                   help="with --board: skip Yosys' renaming step (autoname), 20 of the 26 "
+                        "Yosys minutes of the N = 400 ULX3S chip; the timing report then "
+                        "names cells and nets as Yosys made them")
     p.add_argument("--force", action="store_true",
                    help="run the tools even if a stored result of the same design exists")
     p.add_argument("--report", metavar="PATH.json", help="save the results as JSON")
@@ -920,7 +926,7 @@ def _board_main(args, fail) -> int:
 
     try:
         result = build_board(args.board, cfg=cfg, program=args.program,
-                             nextpnr_seed=args.seed, log=say)
+                             nextpnr_seed=args.seed, rename=not args.no_rename, log=say)
     except (TypeError, ValueError) as exc:
         return fail(str(exc))
     except BoardBuildError as exc:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from symspike.boards.bitstream import BoardTop, _environment
+from symspike.boards.bitstream import BoardTop, _environment, build_options
 from symspike.boards.targets import board_target
 from symspike.host.cli import main
 
@@ -24,8 +24,19 @@ def test_build_plan_of_each_board(board, cell, divisor, pins, constraint):
     target = board_target(board)
     top = BoardTop(target, target.config(**SMALL))
     assert top.divisor == divisor and top.pll.f_out_mhz == target.clock_mhz
-    plan = top.platform.build(top, name="symspike", do_build=False)
+    plan = top.platform.build(top, name="symspike", do_build=False,
+                              **build_options(target, nextpnr_seed=3))
     il = plan.files["symspike.il"]
+    dsp = "-dsp " if target.family == "ice40" else ""
+    assert f"synth_{target.family} {dsp}-top symspike" in " ".join(plan.files["symspike.ys"].split())
+    assert "--seed 3" in plan.files["build_symspike.sh"]
+    # Without the renaming step: Yosys stops before it and runs that step's checks.
+    again = BoardTop(target, target.config(**SMALL))
+    fast = again.platform.build(again, name="symspike", do_build=False,
+                                **build_options(target, rename=False))
+    script = " ".join(fast.files["symspike.ys"].split())
+    assert f"synth_{target.family} {dsp}-run begin:check -top symspike" in script
+    assert script.index("check -noinit") > script.index("synth_")
     assert f"cell \\{cell}" in il
     # The chip is there, with the UART divisor of the board's clock.
     assert "chip" in il and "uart" in il

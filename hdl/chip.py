@@ -441,13 +441,18 @@ class CommandUnit(wiring.Component):
                 # Every word is checked before the first is used, so a bad frame does
                 # nothing: addresses are inputs, strictly ascending within a step, and no
                 # event or step end goes beyond the presentation's last step. Byte
-                # ``idx − 1`` arrives now: low bytes at odd ``idx``, high bytes at even.
+                # ``idx − 1`` arrives now: low bytes at odd ``idx``, high bytes at even. A
+                # word is checked in the cycle after its high byte, from registers (the
+                # payload memory's output meets no comparator): at odd ``idx ≥ 3``, the
+                # last at ``idx = length + 1``.
                 m.d.comb += self.pl_addr.eq(idx)
                 m.d.sync += idx.eq(idx + 1)
                 with m.If(idx[0]):
                     m.d.sync += word[:8].eq(self.pl_data)
                 with m.Elif(idx > 0):
-                    w = Cat(word[:8], self.pl_data)
+                    m.d.sync += word[8:16].eq(self.pl_data)
+                with m.If(idx[0] & (idx > 1)):
+                    w = word[:16]
                     is_end = w == P.AER_STEP_END
                     bad = Mux(is_end, ends + 1 > aer_steps,
                               (w >= n_in) | (w < prev) | (ends >= aer_steps))
@@ -456,7 +461,7 @@ class CommandUnit(wiring.Component):
                     with m.Else():
                         new_ends = ends + is_end
                         m.d.sync += [ends.eq(new_ends), prev.eq(Mux(is_end, 0, w + 1))]
-                        with m.If(idx == length):
+                        with m.If(idx == length + 1):
                             m.d.sync += [aer_steps.eq(aer_steps - new_ends), idx.eq(0)]
                             with m.If(aer_steps == new_ends):
                                 m.d.sync += aer_open.eq(0)

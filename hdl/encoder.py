@@ -98,10 +98,12 @@ def rate_fraction(dt: float) -> Fraction:
 class RateCompare(wiring.Component):
     """Combinational Poisson spike decision of ``lanes`` pixels at one intensity.
 
-    ``hits[k]`` is ``words[k] < floor(pixels[k] · intensity · a / b)`` for the reduced
-    fraction ``a / b`` of :func:`rate_fraction`, computed as ``(words[k] + 1) · b <=
-    pixels[k] · intensity · a``: exact for every pixel, intensity and word, including the
-    thresholds at or above ``2**16`` (every word spikes).
+    ``hits[k]`` is ``word < floor(pixels[k] · intensity · a / b)`` for the reduced fraction
+    ``a / b`` of :func:`rate_fraction` and lane ``k``'s random word, computed as
+    ``(word + 1) · b <= pixels[k] · intensity · a``: exact for every pixel, intensity and
+    word, including the thresholds at or above ``2**16`` (every word spikes). The word side,
+    ``scaled[k] = (word + 1) · b`` (:meth:`scale`), is an input: the encoder computes it a
+    draw ahead, in registers.
 
     Parameters
     ----------
@@ -118,8 +120,8 @@ class RateCompare(wiring.Component):
         Input intensity (pixel ``p`` fires at ``p / 8 · intensity`` Hz).
     pixels : ``In(data.ArrayLayout(8, lanes))``
         Pixel values.
-    words : ``In(data.ArrayLayout(16, lanes))``
-        Random words.
+    scaled : ``In(data.ArrayLayout(scaled_bits, lanes))``
+        Each lane's random word as ``(word + 1) · b``.
     hits : ``Out(lanes)``
         Spike decisions.
     """
@@ -140,7 +142,7 @@ class RateCompare(wiring.Component):
         super().__init__({
             "intensity": In(intensity_bits),
             "pixels": In(data.ArrayLayout(unsigned(PIXEL_BITS), lanes)),
-            "words": In(data.ArrayLayout(unsigned(WORD_BITS), lanes)),
+            "scaled": In(data.ArrayLayout(unsigned(self.scaled_bits), lanes)),
             "hits": Out(lanes),
         })
 
@@ -157,12 +159,20 @@ class RateCompare(wiring.Component):
     def intensity_bits(self) -> int:
         return self._intensity_bits
 
+    @property
+    def scaled_bits(self) -> int:
+        """Width of a scaled word, ``(2**16) · b`` at most."""
+        return ((1 << WORD_BITS) * self._fraction.denominator).bit_length()
+
+    def scale(self, word):
+        """``(word + 1) · b``, the word side of the compare (an int or a Value)."""
+        return (word + 1) * self._fraction.denominator
+
     def elaborate(self, platform):
         m = Module()
-        a, b = self._fraction.numerator, self._fraction.denominator
+        a = self._fraction.numerator
         for k in range(self._lanes):
-            m.d.comb += self.hits[k].eq(
-                (self.words[k] + 1) * b <= self.pixels[k] * self.intensity * a)
+            m.d.comb += self.hits[k].eq(self.scaled[k] <= self.pixels[k] * self.intensity * a)
         return m
 
 
@@ -331,13 +341,22 @@ class PoissonEncoder(wiring.Component):
         # draw's word comes from a register (the xorshift is three levels of logic).
         ahead = Signal(data.ArrayLayout(unsigned(STATE_BITS), lanes),
                        init=[xorshift32_py(s) for s in self._init_states])
+        # ... and that draw's word scaled for the rate compare, so that neither the
+        # xorshift nor the word's multiplier lies before the compare.
+        scaled = Signal(data.ArrayLayout(unsigned(rate.scaled_bits), lanes),
+                        init=[rate.scale(xorshift32_py(s) >> (STATE_BITS - WORD_BITS))
+                              for s in self._init_states])
+
+        def draw(k, state):
+            """Lane ``k``'s next draw is made with ``state``."""
+            return [ahead[k].eq(state), scaled[k].eq(rate.scale(xorshift32_word(state)))]
 
         m.d.comb += rate.intensity.eq(intensity)
         hits = Signal(lanes)
         for k in range(lanes):
             m.d.comb += [
                 rate.pixels[k].eq(s2_row[k].value),
-                rate.words[k].eq(xorshift32_word(ahead[k])),
+                rate.scaled[k].eq(scaled[k]),
                 hits[k].eq(rate.hits[k] & (k < s2_count)),
             ]
 
@@ -367,8 +386,7 @@ class PoissonEncoder(wiring.Component):
                 m.d.sync += s3_index[k].eq(s2_row[k].index)
                 # Only the lanes that drew a word advance: the row's tail is past the list.
                 with m.If(k < s2_count):
-                    m.d.sync += [states[k].eq(ahead[k]),
-                                 ahead[k].eq(xorshift32_next(ahead[k]))]
+                    m.d.sync += [states[k].eq(ahead[k]), *draw(k, xorshift32_next(ahead[k]))]
         with m.If(move):
             m.d.sync += [s2_valid.eq(1), s2_row.eq(rd.data), s2_count.eq(s1_count)]
         with m.Elif(take):
@@ -403,7 +421,8 @@ class PoissonEncoder(wiring.Component):
                 ]
             with m.If(self.seeds_load):
                 m.d.sync += states.eq(self.seeds)
-                m.d.sync += [ahead[k].eq(xorshift32_next(self.seeds[k])) for k in range(lanes)]
+                for k in range(lanes):
+                    m.d.sync += draw(k, xorshift32_next(self.seeds[k]))
         with m.Elif(finished):
             m.d.sync += walking.eq(0)
         return m

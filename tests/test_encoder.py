@@ -159,11 +159,11 @@ def test_rate_compare_exact(dt):
             ctx.set(dut.intensity, intensity)
             below = np.clip(thr - 1, 0, 2**16 - 1)
             at = np.clip(thr, 0, 2**16 - 1)
-            ctx.set(dut.words, [int(w) for w in below])
+            ctx.set(dut.scaled, [dut.scale(int(w)) for w in below])
             hits = ctx.get(dut.hits)
             for p in range(256):
                 assert (hits >> p) & 1 == (below[p] < thr[p]), (intensity, p)
-            ctx.set(dut.words, [int(w) for w in at])
+            ctx.set(dut.scaled, [dut.scale(int(w)) for w in at])
             hits = ctx.get(dut.hits)
             for p in range(256):
                 assert (hits >> p) & 1 == (at[p] < thr[p]), (intensity, p)

@@ -347,6 +347,8 @@ class PoissonEncoder(wiring.Component):
                         init=[rate.scale(xorshift32_py(s) >> (STATE_BITS - WORD_BITS))
                               for s in self._init_states])
 
+        rescale = Signal()
+
         def draw(k, state):
             """Lane ``k``'s next draw is made with ``state``."""
             return [ahead[k].eq(state), scaled[k].eq(rate.scale(xorshift32_word(state)))]
@@ -420,9 +422,14 @@ class PoissonEncoder(wiring.Component):
                     intensity.eq(self.intensity),
                 ]
             with m.If(self.seeds_load):
-                m.d.sync += states.eq(self.seeds)
-                for k in range(lanes):
-                    m.d.sync += draw(k, xorshift32_next(self.seeds[k]))
+                m.d.sync += [states.eq(self.seeds), rescale.eq(1)]
+                m.d.sync += [ahead[k].eq(xorshift32_next(self.seeds[k])) for k in range(lanes)]
+        # New seeds come from the host's register write: their scaled words are taken from
+        # the lane states a cycle later. A walk's first draw is three cycles after its step.
+        with m.If(rescale):
+            m.d.sync += rescale.eq(0)
+            m.d.sync += [scaled[k].eq(rate.scale(xorshift32_word(ahead[k])))
+                         for k in range(lanes)]
         with m.Elif(finished):
             m.d.sync += walking.eq(0)
         return m

@@ -74,8 +74,9 @@ Requests issue one chunk per cycle, back to back across requests::
         SCALE the scaled weight; weight read (other kinds)
     S4  the banks' outputs into registers
     S5  w_new = clip(w_old ± Δ), the WRITE's value or the scaled weight; weight write;
-        old weights to the output registers; column-sum read
-    S6  column-sum write (+ Σ Δw)
+        old weights to the output registers; Δw = w_new − w_old and the first levels of
+        their sum (groups of banks); column-sum read
+    S6  column-sum write (+ Δw of the slot, or + Σ Δw for a column)
 
 From S1 on, lane ``b`` works on bank ``b``'s synapse, so the read-modify-write of a weight
 (read at the end of S3, held in a register through S4, written at the end of S5) is an
@@ -852,6 +853,12 @@ class SynapseMemory(wiring.Component):
             m.d.comb += step.eq(Mux(s5_bmask[b] & writes, new - old, 0))
             dw.append(step)
 
+        # A column's increment is the sum of the chunk's L increments, in any order: the
+        # tree's first levels add groups of banks here, the rest in S6, beside the rotator.
+        group = 1 << (lg // 2)
+        dw_parts = [_kept_tree(m, dw[g:g + group], f"dw_part{g // group}")
+                    for g in range(0, L, group)]
+
         # Column sums: a row's L increments go to L columns, a column's to one.
         s5_colop = (s5_op == Op.COL) | (s5_op == Op.SCALE)
         m.d.comb += [
@@ -866,9 +873,9 @@ class SynapseMemory(wiring.Component):
         s6_lane = stage(low(s5_col), "s6_lane")
         s6_r = stage(s5_r, "s6_r")
         s6_dw = [stage(v, f"s6_dw{b}") for b, v in enumerate(dw)]
+        s6_parts = [stage(v, f"s6_dw_part{i}") for i, v in enumerate(dw_parts)]
         slot_dw = _rotate_down(s6_dw, s6_r, lg)
-        # A column's increment is the sum of the chunk's L increments.
-        total = _kept_tree(m, list(slot_dw), "dw_sum")
+        total = _kept_tree(m, s6_parts, "dw_sum")
         sums = _lanes(sum_r.data, L)
         m.d.comb += [
             sum_w.addr.eq(s6_addr),

@@ -34,7 +34,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -42,6 +42,7 @@ from amaranth.utils import ceil_log2, exact_log2
 
 from ..firmware.config import NetworkConfig
 from ..sim.rng import stream_seeds, xorshift32_py
+from .traces import const_mul
 from .xorshift import STATE_BITS, WORD_BITS, xorshift32_next, xorshift32_word
 
 __all__ = ["PIXEL_BITS", "WALK_EXTRA", "PixelLayout", "rate_fraction", "RateCompare",
@@ -165,8 +166,13 @@ class RateCompare(wiring.Component):
         return ((1 << WORD_BITS) * self._fraction.denominator).bit_length()
 
     def scale(self, word):
-        """``(word + 1) · b``, the word side of the compare (an int or a Value)."""
-        return (word + 1) * self._fraction.denominator
+        """``(word + 1) · b``, the word side of the compare (an int or a Value). A Value is
+        multiplied by shifted copies in logic: a DSP's fixed place and delay put it on the
+        slowest path of the chip."""
+        b = self._fraction.denominator
+        if isinstance(word, int):
+            return (word + 1) * b
+        return const_mul(Value.cast(word) + 1, b)
 
     def elaborate(self, platform):
         m = Module()

@@ -352,12 +352,7 @@ class PoissonEncoder(wiring.Component):
         scaled = Signal(data.ArrayLayout(unsigned(rate.scaled_bits), lanes),
                         init=[rate.scale(xorshift32_py(s) >> (STATE_BITS - WORD_BITS))
                               for s in self._init_states])
-
-        rescale = Signal()
-
-        def draw(k, state):
-            """Lane ``k``'s next draw is made with ``state``."""
-            return [ahead[k].eq(state), scaled[k].eq(rate.scale(xorshift32_word(state)))]
+        rescale = Signal()      # new seeds: the scaled words follow a cycle later
 
         m.d.comb += rate.intensity.eq(intensity)
         hits = Signal(lanes)
@@ -394,7 +389,9 @@ class PoissonEncoder(wiring.Component):
                 m.d.sync += s3_index[k].eq(s2_row[k].index)
                 # Only the lanes that drew a word advance: the row's tail is past the list.
                 with m.If(k < s2_count):
-                    m.d.sync += [states[k].eq(ahead[k]), *draw(k, xorshift32_next(ahead[k]))]
+                    nxt = xorshift32_next(ahead[k])
+                    m.d.sync += [states[k].eq(ahead[k]), ahead[k].eq(nxt),
+                                 scaled[k].eq(rate.scale(xorshift32_word(nxt)))]
         with m.If(move):
             m.d.sync += [s2_valid.eq(1), s2_row.eq(rd.data), s2_count.eq(s1_count)]
         with m.Elif(take):

@@ -351,8 +351,8 @@ class SynapseMemory(wiring.Component):
     -------
     req : ``In(stream.Signature(RequestLayout))``
         Requests (:class:`Op`), taken back to back: a new one is accepted in the cycle its
-        predecessor issues its last chunk (a ``SCALE`` after another kind three cycles
-        later, see "Pipeline"). Indices must be in range.
+        predecessor issues its last chunk (a ``SCALE`` after another kind then waits four
+        cycles before it issues, see "Pipeline"). Indices must be in range.
     acc : ``Out(stream.Signature(AccLayout))``
         ``ACC`` and ``ROW``: one beat per chunk of the row, ``CB`` per request, old weights in
         column order.

@@ -812,7 +812,8 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--encoder-lanes", type=_positive,
                    help="Poisson encoder lanes (default: the target's)")
     p.add_argument("--freq", type=_frequency, metavar="MHZ",
-                   help="clock target for place and route (default: the target's clock)")
+                   help="clock target for place and route (default: the target's clock); "
+                        "with --board, the clock the PLL makes and the UART divides")
     p.add_argument("--no-dsp", action="store_true",
                    help="build multipliers from LUTs instead of DSP blocks")
     p.add_argument("--no-place", action="store_true",
@@ -888,9 +889,9 @@ def _board_main(args, fail) -> int:
     """``symspike build --board B``: the full chip's bitstream."""
     from .bitstream import BoardBuildError, build_board, format_board_result
     from .targets import board_target
-    if args.unit or args.no_place or args.no_dsp or args.freq:
-        return fail("--unit, --no-place, --no-dsp and --freq are for --target builds; a "
-                    "board build places the whole chip at the board's clock")
+    if args.unit or args.no_place or args.no_dsp:
+        return fail("--unit, --no-place and --no-dsp are for --target builds; a board build "
+                    "places the whole chip")
     from .pcie import PCIE_BOARDS, pcie_config, write_pcie_kit
     if args.board in PCIE_BOARDS:
         if args.program:
@@ -898,7 +899,8 @@ def _board_main(args, fail) -> int:
                         f"bitstream; see the README the build writes")
         try:
             cfg = pcie_config(args.board, n_exc=args.neurons, lanes=args.lanes,
-                              pipelines=args.pipelines, encoder_lanes=args.encoder_lanes)
+                              pipelines=args.pipelines, encoder_lanes=args.encoder_lanes,
+                              clock_hz=None if args.freq is None else args.freq * 1e6)
             kit = write_pcie_kit(args.board, cfg=cfg)
         except (TypeError, ValueError) as exc:
             return fail(str(exc))
@@ -915,8 +917,9 @@ def _board_main(args, fail) -> int:
         return 0
     try:
         target = board_target(args.board)
+        clock = {} if args.freq is None else {"clock_hz": args.freq * 1e6}
         cfg = target.config(n_exc=args.neurons, lanes=args.lanes, pipelines=args.pipelines,
-                            encoder_lanes=args.encoder_lanes)
+                            encoder_lanes=args.encoder_lanes, **clock)
     except (TypeError, ValueError) as exc:
         return fail(str(exc))
 

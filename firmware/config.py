@@ -115,6 +115,11 @@ class Formats:
         return 6 + self.theta_frac
 
 
+#: Configuration fields that say where the chip runs, not what it computes: not part of
+#: :attr:`NetworkConfig.config_id`.
+PLACEMENT_FIELDS = ("clock_hz", "board")
+
+
 @dataclass(frozen=True)
 class NetworkConfig:
     """The sym-STDP network, its formats and its hardware mapping.
@@ -290,8 +295,14 @@ class NetworkConfig:
 
     @property
     def config_id(self) -> int:
-        """32-bit fingerprint of everything the chip computes, for the ID/config register."""
-        digest = hashlib.sha256(self.to_json().encode()).digest()
+        """32-bit fingerprint of everything the chip computes, for the ID/config register.
+
+        The clock and the board (:data:`PLACEMENT_FIELDS`) are left out: they change where and
+        how fast the chip runs, not a bit of what it computes, so a bitstream built for another
+        clock (``symspike build --board … --freq``) is recognised as the same configuration.
+        """
+        data = {k: v for k, v in self.to_dict().items() if k not in PLACEMENT_FIELDS}
+        digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).digest()
         return int.from_bytes(digest[:4], "big")
 
 

@@ -92,7 +92,7 @@ column sums' read-modify-write (S5→S6) works with the transparent port alone.
 A ``SCALE`` reads its weights in S0, three cycles earlier than the other kinds, so that its
 product, too, comes from a register. Its first chunk therefore waits in S0 until the chunks
 ahead of it in S1 to S4 are ``SCALE`` chunks of other columns (or none): a ``SCALE`` after
-any other kind waits four cycles, a run of ``SCALE``\ s of different columns (a scaling
+any other kind waits four cycles, a run of ``SCALE`` requests of different columns (a scaling
 pass) flows without a bubble, and the kinds after a ``SCALE`` follow it at once. The wait is
 decided from the stages' registers alone; ``req.ready`` does not depend on the request.
 Otherwise only the output streams stall the pipeline: all stages advance together when the

@@ -923,24 +923,16 @@ class Board:
 
 
 def _preset_for(ident: IdBlock) -> NetworkConfig | None:
-    """The preset with the ID block's ``config_id``, if any."""
-    from ..boards.pcie import PCIE_BOARDS
-    from ..boards.targets import TARGETS
-
-    cards = list(TARGETS.values()) + list(PCIE_BOARDS.values())
-    boards = [None] + sorted({t.board for t in cards})
-    clocks = sorted({25e6} | {t.clock_hz for t in cards})
+    """The preset with the ID block's ``config_id``, if any (the clock and the board are no
+    part of it: :data:`~symspike.firmware.config.PLACEMENT_FIELDS`)."""
     for dataset in DATASETS:
-        for board in boards:
-            for clock in clocks:
-                try:
-                    cfg = preset(ident.n_exc, dataset, lanes=ident.lanes,
-                                 pipelines=ident.pipelines, encoder_lanes=ident.encoder_lanes,
-                                 board=board, clock_hz=clock)
-                except (TypeError, ValueError):
-                    continue
-                if cfg.config_id == ident.config_id:
-                    return cfg
+        try:
+            cfg = preset(ident.n_exc, dataset, lanes=ident.lanes, pipelines=ident.pipelines,
+                         encoder_lanes=ident.encoder_lanes)
+        except (TypeError, ValueError):
+            continue
+        if cfg.config_id == ident.config_id:
+            return cfg
     return None
 
 

@@ -59,6 +59,23 @@ def test_clock_and_rate_errors():
         BoardTop("icebreaker", icebreaker.config(**SMALL))
 
 
+def test_board_clock_of_choice():
+    """``--freq``: the PLL makes the clock asked for, the UART divides it, the configuration
+    records it and the chip is still the same configuration for the host."""
+    target = board_target("ulx3s-85f")
+    cfg = target.config(clock_hz=62.5e6, **SMALL)
+    top = BoardTop(target, cfg)
+    assert top.pll.f_out_mhz == pytest.approx(62.5) and top.divisor == 21
+    assert cfg.config_id == target.config(**SMALL).config_id
+    plan = top.platform.build(top, name="symspike", do_build=False,
+                              **build_options(target, nextpnr_seed=1))
+    il = plan.files["symspike.il"]
+    for name in ("CLKI_DIV", "CLKOP_DIV", "CLKFB_DIV"):
+        assert f"parameter \\{name} {top.pll.parameters()[name]}\n" in il
+    # 25 MHz / 2 · 5 = 62.5 MHz, not the board's default 100.
+    assert [top.pll.parameters()[n] for n in ("CLKI_DIV", "CLKFB_DIV")] == [2, 5]
+
+
 def test_tools_come_from_yowasp(monkeypatch):
     for var in ("YOSYS", "NEXTPNR_ECP5", "ECPPACK", "OPENFPGALOADER"):
         monkeypatch.delenv(var, raising=False)
@@ -71,7 +88,9 @@ def test_tools_come_from_yowasp(monkeypatch):
 
 @pytest.mark.parametrize("argv, message", [
     (["--board", "arty"], "unknown board 'arty'; known boards: icebreaker, ulx3s-85f"),
-    (["--board", "icebreaker", "--unit", "core"], "--unit, --no-place, --no-dsp and --freq"),
+    (["--board", "icebreaker", "--unit", "core"], "--unit, --no-place and --no-dsp"),
+    (["--board", "ulx3s-85f", "--freq", "500"], "ulx3s-85f: the ECP5 PLL makes 10 to 400 MHz"),
+    (["--board", "icebreaker", "--freq", "4"], "the iCE40 PLL makes 16 to 275 MHz, not 4 MHz"),
     (["--target", "up5k", "--program"], "--program loads a board's bitstream"),
     (["--board", "icebreaker", "--lanes", "3"], "lanes"),
 ])

@@ -30,6 +30,9 @@ def test_round_trip_and_fingerprint():
     again = NetworkConfig.from_dict(c.to_dict())
     assert again == c and again.config_id == c.config_id
     assert preset(400).config_id != c.config_id
+    # Where the chip runs is no part of what it computes.
+    assert preset(400, formats={"weight_bits": 6}, clock_hz=62.5e6,
+                  board="ulx3s-85f").config_id == c.config_id
 
 
 @pytest.mark.parametrize("kwargs, error, text", [

@@ -83,6 +83,11 @@ def test_build_writes_the_kit(tmp_path, capsys, monkeypatch):
     tcl = (kit / "symspike_xdma.tcl").read_text()
     assert "xilinx.com:ip:xdma" in tcl and "-reference symspike_axis" in tcl
     assert "CONFIG.CLKOUT1_REQUESTED_OUT_FREQ {62.500}" in tcl
+    # Another clock from the clocking wizard: the UART divisor follows.
+    assert main(["build", "--board", "nitefury-ii", "-N", "8", "-L", "4", "-P", "1",
+                 "--encoder-lanes", "1", "--freq", "50"]) == 0
+    assert "at 50 MHz" in capsys.readouterr().out
+    assert "CONFIG.CLKOUT1_REQUESTED_OUT_FREQ {50.000}" in (kit / "symspike_xdma.tcl").read_text()
     readme = (kit / "README.md").read_text()
     assert "pcie:///dev/xdma0" in readme and "not run where these" in readme
 

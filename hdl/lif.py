@@ -35,8 +35,9 @@ one row of ``P`` neurons per cycle and writes it back :data:`LATENCY` = 7 cycles
 * stage 2: phase-A additions and saturation; driving forces ``E − V``;
 * stage 3: ``ge·(E_exc − V)``, ``gi·(E_inh − V)``; the decays of ``ge``, ``gi``, ``x``;
 * stage 4: ``cur``, the sum;
-* stage 5: ``cur·k_tau``;
-* stage 6: ``V`` plus the rounded step, clamped; threshold from θ; θ-LUT read; ``θ·k_theta``;
+* stage 5: ``cur·k_tau``; ``θ·k_theta`` in 18 × 18 partial products;
+* stage 6: ``V`` plus the rounded step, clamped; threshold from θ; θ-LUT read; the partial
+  products of ``θ·k_theta`` summed and rounded;
 * stage 7: spike test, refractory hold, reset; write-back; spikes to the output register.
 
 Rows never meet in flight (each is visited once per pass), so there are no hazards. A pass
@@ -55,6 +56,7 @@ from amaranth.utils import bits_for, ceil_log2, exact_log2
 
 from ..firmware.config import NetworkConfig
 from ..sim.fixed import derive
+from .synapse import MUL_WIDTH
 
 __all__ = [
     "Op",
@@ -206,6 +208,36 @@ def _mul_shift(x, k: int, shift: int, *, rnd: bool = False):
         return prod << (t - shift)
     s = shift - t
     return ((prod + (1 << (s - 1))) if rnd else prod) >> s
+
+
+def _mul_shift_staged(pipe, x, k: int, shift: int, name: str, *, rnd: bool = False):
+    """:func:`_mul_shift` over two pipeline stages: the value two registers after ``x``.
+
+    The product is cut into ``MUL_WIDTH × MUL_WIDTH`` partial products of ``x``'s and the
+    constant's pieces, each a register right after its DSP; their sum, the rounding and the
+    shift take the next stage. Left whole, a product wider than one DSP ends in an adder tree
+    behind the DSPs within the same cycle.
+    """
+    if k == 0:
+        return Const(0, 1)
+    odd, t = _odd(k)
+    if t >= shift:
+        return pipe.delay(x * odd, 2, f"{name}_p") << (t - shift)
+    s = shift - t
+    x = Value.cast(x)
+    width = len(x)
+    parts = []
+    for i in range(0, width, MUL_WIDTH):
+        for j in range(0, odd.bit_length(), MUL_WIDTH):
+            piece = odd >> j & ((1 << MUL_WIDTH) - 1)
+            if piece:
+                prod = pipe.reg(x[i:i + MUL_WIDTH] * piece, f"{name}_p{i}_{j}")
+                parts.append(prod << (i + j))
+    if rnd:
+        parts.append(Const(1 << (s - 1)))
+    while len(parts) > 1:       # a balanced tree: log2 adders deep, not a chain
+        parts = [a + b for a, b in zip(parts[::2], parts[1::2])] + parts[len(parts) & ~1:]
+    return pipe.reg(parts[0] >> s, f"{name}_sum")
 
 
 def _shift_add(x, k: int):
@@ -606,12 +638,14 @@ class LIFCore(wiring.Component):
         x_dec = self._trace(pipe, f"e{name}", e.x, e.spiked)
         v_old = pipe.delay(e.v, last, f"e{name}_v")
         ref = pipe.delay(e.ref, last, f"e{name}_ref")
-        # θ waits until stage 6, where it gives the threshold, the LUT address and the decay.
-        theta5 = pipe.delay(theta1, last - 1, f"e{name}_theta")
+        # θ waits until stage 6, where it gives the threshold, the LUT address and the decay;
+        # the decay's product starts a stage earlier so that no adder follows its DSPs.
+        theta4 = pipe.delay(theta1, last - 2, f"e{name}_theta")
+        theta5 = pipe.reg(theta4, f"e{name}_theta5")
         theta6 = pipe.reg(theta5, f"e{name}_theta6")
         thresh = pipe.reg((theta5 >> (f.theta_frac - f.v_frac)) + k.e_thresh_offset,
                           f"e{name}_thresh6")
-        theta_loss = pipe.reg(_mul_shift(theta5, k.k_theta, 32, rnd=True), f"e{name}_loss6")
+        theta_loss = _mul_shift_staged(pipe, theta4, k.k_theta, 32, f"e{name}_loss", rnd=True)
         lut = memory.Memory(shape=unsigned(f.theta_bits), depth=len(k.theta_lut),
                             init=k.theta_lut)
         m.submodules[f"theta_lut_{name}"] = lut

@@ -102,7 +102,13 @@ class BoardTop(Elaboratable):
         except PllError as exc:
             raise ValueError(f"{target.board}: {exc}") from None
         # The chip's clock is the PLL's, which may differ from the one asked for by a little.
-        self._divisor = divisor_for(self._pll.f_out_mhz * 1e6, baud)
+        try:
+            self._divisor = divisor_for(self._pll.f_out_mhz * 1e6, baud)
+        except ValueError as exc:
+            raise ValueError(
+                f"{target.board}: the PLL makes {self._pll.f_out_mhz:.6g} MHz for the "
+                f"{cfg.clock_hz / 1e6:g} MHz asked, and {exc}; choose a clock near a multiple "
+                f"of {baud / 1e6:g} MHz") from None
         self._baud = baud
         self.chip = ChipTop(cfg, seed=seed, divisor=self._divisor)
         self._MustUse__silence = False

@@ -91,6 +91,8 @@ def test_tools_come_from_yowasp(monkeypatch):
     (["--board", "icebreaker", "--unit", "core"], "--unit, --no-place and --no-dsp"),
     (["--board", "ulx3s-85f", "--freq", "500"], "ulx3s-85f: the ECP5 PLL makes 10 to 400 MHz"),
     (["--board", "icebreaker", "--freq", "4"], "the iCE40 PLL makes 16 to 275 MHz, not 4 MHz"),
+    (["--board", "ulx3s-85f", "--freq", "24"], "the PLL makes 25 MHz for the 24 MHz asked, and "
+                                                "3e+06 baud cannot be made"),
     (["--target", "up5k", "--program"], "--program loads a board's bitstream"),
     (["--board", "icebreaker", "--lanes", "3"], "lanes"),
 ])

@@ -871,6 +871,8 @@ def main(args) -> int:
     summary["config"] = {"n_exc": cfg.n_exc, "lanes": cfg.lanes, "pipelines": cfg.pipelines,
                          "encoder_lanes": cfg.encoder_lanes, "clock_hz": cfg.clock_hz}
     summary["wall_s"] = round(time.monotonic() - t0, 1)
+    from ..host.results import provenance
+    summary = {**provenance("build"), **summary}
     print(f"N={cfg.n_exc} lanes={cfg.lanes} pipelines={cfg.pipelines} "
           f"encoder_lanes={cfg.encoder_lanes}")
     print(format_results(summary))
@@ -935,7 +937,8 @@ def _board_main(args, fail) -> int:
     except BoardBuildError as exc:
         return fail(str(exc), 1)
     print(format_board_result(result))
-    from ..host.results import save_json
+    from ..host.results import provenance, save_json
+    result = {**provenance("build"), **result}
     if args.report and not save_json(args.report, result, "symspike build", "report:"):
         return 2
     return 0

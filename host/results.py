@@ -9,12 +9,14 @@ from pathlib import Path
 __all__ = ["provenance", "save_json"]
 
 
-def provenance(bench: str) -> dict:
-    """``command``, ``date`` and ``machine`` of a ``symspike bench <bench>`` run."""
+def provenance(command: str) -> dict:
+    """``command``, ``date`` and ``machine`` of a ``symspike <command> …`` run (``command``:
+    its sub-command words, such as ``"bench throughput"`` or ``"build"``)."""
     import time
 
     from .experiment import machine
-    return {"command": f"symspike bench {bench} " + " ".join(sys.argv[3:]),
+    words = command.split()
+    return {"command": " ".join(["symspike", *words, *sys.argv[1 + len(words):]]),
             "date": time.strftime("%Y-%m-%d"), "machine": machine()}
 
 

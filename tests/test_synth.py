@@ -87,6 +87,9 @@ def test_build_command_prints_and_saves(build_root, tmp_path, capsys):
     unit = data["units"]["encoder"]
     assert data["target"] == "up5k" and data["sum"] is None
     assert unit["LUT"] > 0 and unit["Fmax_MHz"] > 0 and data["config"]["n_exc"] == 100
+    # Where the figures came from: the command, the date and the machine.
+    assert data["command"].startswith("symspike build ") and len(data["date"]) == 10
+    assert data["machine"]
 
 
 def test_sum_of_units_is_labelled():

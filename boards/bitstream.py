@@ -30,7 +30,7 @@ from amaranth.lib import io
 
 from ..firmware.config import NetworkConfig
 from .pll import PllError, ecp5_pll, ice40_pll, PllClock
-from .synth import CHECK_STEPS, SYNTH_RUN
+from .synth import CHECK_STEPS, SMALL_RAM_STEPS, SYNTH_RUN
 from .targets import Target, board_target
 
 __all__ = ["DEFAULT_BAUD", "BoardBuildError", "BoardTop", "build_board", "build_options",
@@ -202,11 +202,13 @@ def _shown(path: Path) -> str:
 
 
 def build_options(target: Target, nextpnr_seed: int = 1, *, rename: bool = True) -> dict:
-    """The platform build's overrides: multipliers in SB_MAC16 on the iCE40 (as the unit
-    builds), nextpnr's JSON report and seed; without ``rename``, Yosys stops before its
+    """The platform build's overrides: multipliers in SB_MAC16 on the iCE40 and small
+    memories in LUT RAM on the ECP5 (as the unit builds), nextpnr's JSON report and seed; without ``rename``, Yosys stops before its
     renaming step (``autoname``) and runs only that step's checks."""
     options = {"nextpnr_opts": f"--report report.json --seed {int(nextpnr_seed)} "
                                f"--timing-allow-fail"}
+    if target.family == "ecp5":
+        options["script_after_read"] = "\n".join(SMALL_RAM_STEPS)
     synth = ["-dsp"] if target.family == "ice40" else []
     if not rename:
         synth.append(SYNTH_RUN)

@@ -109,13 +109,23 @@ _CELLS = {
 }
 
 #: Version of the stored ``result.json``: results of another version are not reused.
-_RESULT_FORMAT = 2
+_RESULT_FORMAT = 3
 
 #: The ``synth_<family>`` script up to its last step, ``autoname``, which only renames cells
 #: and takes most of Yosys 0.66's time on a large design (20 of the 26 minutes of the N = 400
 #: ULX3S chip); :data:`CHECK_STEPS` are the rest of that step.
 SYNTH_RUN = "-run begin:check"
 CHECK_STEPS = ("hierarchy -check", "check -noinit", "blackbox =A:whitebox")
+
+#: ECP5: memories of at most this many words go to LUT RAM (``TRELLIS_DPR16X4``) instead of
+#: a DP16KD. Yosys' costs put the LIF state words (N/P rows), the trace rows and the column
+#: sums in 18-kbit block RAMs they hardly fill: at N = 400, L = 16 the chip then needs 220 of
+#: the 208 DP16KDs. In LUT RAM their read also skips the DP16KD's 5.8 ns clock-to-output.
+SMALL_RAM_WORDS = 128
+#: The Yosys steps, before ``synth_ecp5``, that mark those memories (the marking needs them
+#: as ``$mem_v2`` cells, whose ``SIZE`` a selection can test).
+SMALL_RAM_STEPS = ("proc", "memory_collect",
+                   f'setattr -set ram_style "distributed" t:$mem_v2 r:SIZE<={SMALL_RAM_WORDS} %i')
 
 #: nextpnr bel types of the placed logic cells (the LUT count of a placed design).
 _PLACED_LUT = {"ice40": "ICESTORM_LC", "ecp5": "TRELLIS_COMB"}
@@ -548,6 +558,7 @@ def synthesise(target, unit: str = "lif", cfg=None, *, n_exc: int | None = None,
         synth_cmd = "synth_ecp5 -top top" + ("" if dsp else " -nodsp")
     script = "\n".join([
         "read_rtlil top.il",
+        *(SMALL_RAM_STEPS if tgt.family == "ecp5" else ()),
         synth_cmd + " " + SYNTH_RUN,
         *CHECK_STEPS,
         "tee -q -o stat.json stat -json",

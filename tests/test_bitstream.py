@@ -30,6 +30,12 @@ def test_build_plan_of_each_board(board, cell, divisor, pins, constraint):
     dsp = "-dsp " if target.family == "ice40" else ""
     assert f"synth_{target.family} {dsp}-top symspike" in " ".join(plan.files["symspike.ys"].split())
     assert "--seed 3" in plan.files["build_symspike.sh"]
+    # Small memories to LUT RAM where there is LUT RAM: on the ECP5, before synthesis.
+    ys = plan.files["symspike.ys"]
+    small = 'setattr -set ram_style "distributed" t:$mem_v2 r:SIZE<=128 %i'
+    assert (small in ys) == (target.family == "ecp5")
+    if small in ys:
+        assert ys.index("memory_collect") < ys.index(small) < ys.index("synth_ecp5")
     # Without the renaming step: Yosys stops before it and runs that step's checks.
     again = BoardTop(target, target.config(**SMALL))
     fast = again.platform.build(again, name="symspike", do_build=False,

@@ -117,15 +117,19 @@ _RESULT_FORMAT = 3
 SYNTH_RUN = "-run begin:check"
 CHECK_STEPS = ("hierarchy -check", "check -noinit", "blackbox =A:whitebox")
 
-#: ECP5: memories of at most this many words go to LUT RAM (``TRELLIS_DPR16X4``) instead of
-#: a DP16KD. Yosys' costs put the LIF state words (N/P rows), the trace rows and the column
-#: sums in 18-kbit block RAMs they hardly fill: at N = 400, L = 16 the chip then needs 220 of
-#: the 208 DP16KDs. In LUT RAM their read also skips the DP16KD's 5.8 ns clock-to-output.
+#: ECP5: memories of at most this many words of at most this many bits go to LUT RAM
+#: (``TRELLIS_DPR16X4``) instead of block RAM. Yosys' costs put the LIF state words (N/P rows
+#: of up to 72 bits) in 18-kbit DP16KDs they fill to a fifth: at N = 400, L = 16 the chip
+#: then needs 220 of the 208 DP16KDs. In LUT RAM their read also skips the DP16KD's 5.8 ns
+#: clock-to-output. Wider rows (the lanes' traces and column sums, 16 × 16 bits and more)
+#: stay: in LUT RAM they cost 13 000 more logic cells at N = 400, L = 16.
 SMALL_RAM_WORDS = 128
+SMALL_RAM_WIDTH = 72
 #: The Yosys steps, before ``synth_ecp5``, that mark those memories (the marking needs them
-#: as ``$mem_v2`` cells, whose ``SIZE`` a selection can test).
+#: as ``$mem_v2`` cells, whose ``SIZE`` and ``WIDTH`` a selection can test).
 SMALL_RAM_STEPS = ("proc", "memory_collect",
-                   f'setattr -set ram_style "distributed" t:$mem_v2 r:SIZE<={SMALL_RAM_WORDS} %i')
+                   f'setattr -set ram_style "distributed" t:$mem_v2 r:SIZE<={SMALL_RAM_WORDS} '
+                   f'%i r:WIDTH<={SMALL_RAM_WIDTH} %i')
 
 #: nextpnr bel types of the placed logic cells (the LUT count of a placed design).
 _PLACED_LUT = {"ice40": "ICESTORM_LC", "ecp5": "TRELLIS_COMB"}

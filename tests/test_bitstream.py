@@ -32,7 +32,7 @@ def test_build_plan_of_each_board(board, cell, divisor, pins, constraint):
     assert "--seed 3" in plan.files["build_symspike.sh"]
     # Small memories to LUT RAM where there is LUT RAM: on the ECP5, before synthesis.
     ys = plan.files["symspike.ys"]
-    small = 'setattr -set ram_style "distributed" t:$mem_v2 r:SIZE<=128 %i'
+    small = 'setattr -set ram_style "distributed" t:$mem_v2 r:SIZE<=128 %i r:WIDTH<=72 %i'
     assert (small in ys) == (target.family == "ecp5")
     if small in ys:
         assert ys.index("memory_collect") < ys.index(small) < ys.index("synth_ecp5")

@@ -30,6 +30,7 @@ from amaranth.lib import io
 
 from ..firmware.config import NetworkConfig
 from .pll import PllError, ecp5_pll, ice40_pll, PllClock
+from .progress import LogWatch
 from .synth import CHECK_STEPS, SMALL_RAM_STEPS, SYNTH_RUN
 from .targets import Target, board_target
 
@@ -203,8 +204,9 @@ def _shown(path: Path) -> str:
 
 def build_options(target: Target, nextpnr_seed: int = 1, *, rename: bool = True) -> dict:
     """The platform build's overrides: multipliers in SB_MAC16 on the iCE40 and small
-    memories in LUT RAM on the ECP5 (as the unit builds), nextpnr's JSON report and seed; without ``rename``, Yosys stops before its
-    renaming step (``autoname``) and runs only that step's checks."""
+    memories in LUT RAM on the ECP5 (as the unit builds), nextpnr's JSON report and seed;
+    without ``rename``, Yosys stops before its renaming step (``autoname``) and runs only
+    that step's checks."""
     options = {"nextpnr_opts": f"--report report.json --seed {int(nextpnr_seed)} "
                                f"--timing-allow-fail"}
     if target.family == "ecp5":
@@ -283,7 +285,9 @@ def build_board(board: str, *, cfg: NetworkConfig | None = None, seed: int = 0,
                   f"{name}.config", f"{name}.bit", f"{name}.svf", f"{name}.asc", f"{name}.bin"):
         (folder / stale).unlink(missing_ok=True)
     try:
-        products = plan.execute_local(str(folder), env=env)
+        with LogWatch([folder / f"{name}.rpt", folder / f"{name}.tim"],
+                      lambda text: say(f"{board}: {text}")):
+            products = plan.execute_local(str(folder), env=env)
     except subprocess.CalledProcessError as exc:
         # The nextpnr log exists once Yosys has finished.
         logs = [p for p in (folder / f"{name}.tim", folder / f"{name}.rpt") if p.exists()]

@@ -58,6 +58,7 @@ from amaranth.hdl import Cat, Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .progress import LogWatch
 from .targets import TARGETS, Target, get_target
 
 __all__ = [
@@ -378,14 +379,18 @@ def _warm_up(tool: str, timeout: float | None):
     _WARM.add(tool)
 
 
-def _run_tool(tool: str, args: list, cwd: Path, log: Path, timeout: float | None):
+def _run_tool(tool: str, args: list, cwd: Path, log: Path, timeout: float | None,
+              say: Callable[[str], None] | None = None):
     _warm_up(tool, timeout)
     argv = _tool_command(tool) + args
     env = _tool_env()
+    log.unlink(missing_ok=True)         # an earlier run's log is no progress of this one
+    watch = LogWatch([log], say) if say is not None else contextlib.nullcontext()
     try:
-        proc = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              timeout=timeout)
+        with watch:
+            proc = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  timeout=timeout)
     except subprocess.TimeoutExpired:
         raise SynthError(f"{_TOOLS[tool]} did not finish within {timeout:.0f} s "
                          f"(log: {log})\n{_tail(log)}") from None
@@ -606,10 +611,13 @@ def synthesise(target, unit: str = "lif", cfg=None, *, n_exc: int | None = None,
         (folder / "synth.ys").write_text(script)
         (folder / constraints[0]).write_text(constraints[1])
 
+        def progress(text):
+            say(f"{tgt.name} {unit}: {text}")
+
         say(f"{tgt.name} {unit}: yosys {synth_cmd.split()[0]} …")
         t0 = time.monotonic()
         _run_tool("yosys", ["-q", "-l", "yosys.log", "-s", "synth.ys"], folder,
-                  folder / "yosys.log", timeout)
+                  folder / "yosys.log", timeout, say=progress)
         times["yosys"] = round(time.monotonic() - t0, 2)
         try:
             cells = _cell_counts(json.loads((folder / "stat.json").read_text()))
@@ -622,7 +630,8 @@ def synthesise(target, unit: str = "lif", cfg=None, *, n_exc: int | None = None,
         if place and not overflow:
             say(f"{tgt.name} {unit}: nextpnr-{tgt.family} at {freq:g} MHz …")
             t0 = time.monotonic()
-            _run_tool(pnr_tool, pnr_args, folder, folder / "nextpnr.log", timeout)
+            _run_tool(pnr_tool, pnr_args, folder, folder / "nextpnr.log", timeout,
+                      say=progress)
             times["nextpnr"] = round(time.monotonic() - t0, 2)
             try:
                 util, fmax, paths = _parse_report(

@@ -559,8 +559,11 @@ class CommandUnit(wiring.Component):
                 m.d.comb += self.pl_addr.eq(idx)
                 m.next = "WTHETA_CHECK_BYTE"
             with m.State("WTHETA_CHECK_BYTE"):
-                m.d.comb += self.pl_addr.eq(idx)
-                with m.If(self.pl_data >= (1 << max(0, cfg.formats.theta_bits - 24))):
+                m.d.sync += word[:8].eq(self.pl_data)
+                m.next = "WTHETA_CHECK_TOP"
+            with m.State("WTHETA_CHECK_TOP"):
+                # From a register: the payload memory's output meets no comparator.
+                with m.If(word[:8] >= (1 << max(0, cfg.formats.theta_bits - 24))):
                     finish(P.Error.ARGUMENT)
                 with m.Elif(idx + 4 >= length):
                     m.d.sync += idx.eq(2)

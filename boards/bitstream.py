@@ -31,7 +31,7 @@ from amaranth.lib import io
 from ..firmware.config import NetworkConfig
 from .pll import PllError, ecp5_pll, ice40_pll, PllClock
 from .progress import LogWatch
-from .synth import CHECK_STEPS, SMALL_RAM_STEPS, SYNTH_RUN
+from .synth import CHECK_STEPS, SMALL_RAM_STEPS, SYNTH_RUN, check_lut_ram
 from .targets import Target, board_target
 
 __all__ = ["DEFAULT_BAUD", "BoardBuildError", "BoardTop", "build_board", "build_options",
@@ -202,14 +202,16 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def build_options(target: Target, nextpnr_seed: int = 1, *, rename: bool = True) -> dict:
-    """The platform build's overrides: multipliers in SB_MAC16 on the iCE40 and small
-    memories in LUT RAM on the ECP5 (as the unit builds), nextpnr's JSON report and seed;
-    without ``rename``, Yosys stops before its renaming step (``autoname``) and runs only
-    that step's checks."""
+def build_options(target: Target, nextpnr_seed: int = 1, *, rename: bool = True,
+                  lut_ram: bool = False) -> dict:
+    """The platform build's overrides: multipliers in SB_MAC16 on the iCE40 (as the unit
+    builds), nextpnr's JSON report and seed; without ``rename``, Yosys stops before its
+    renaming step (``autoname``) and runs only that step's checks; with ``lut_ram`` (ECP5),
+    small memories go to LUT RAM (:data:`~symspike.boards.synth.SMALL_RAM_STEPS`)."""
+    check_lut_ram(target, lut_ram)
     options = {"nextpnr_opts": f"--report report.json --seed {int(nextpnr_seed)} "
                                f"--timing-allow-fail"}
-    if target.family == "ecp5":
+    if lut_ram:
         options["script_after_read"] = "\n".join(SMALL_RAM_STEPS)
     synth = ["-dsp"] if target.family == "ice40" else []
     if not rename:
@@ -222,7 +224,7 @@ def build_options(target: Target, nextpnr_seed: int = 1, *, rename: bool = True)
 
 def build_board(board: str, *, cfg: NetworkConfig | None = None, seed: int = 0,
                 baud: int = DEFAULT_BAUD, program: bool = False, nextpnr_seed: int = 1,
-                rename: bool = True, root=None, log=None) -> dict:
+                rename: bool = True, lut_ram: bool = False, root=None, log=None) -> dict:
     """Build (and with ``program`` load) the bitstream of ``board``.
 
     Parameters
@@ -243,6 +245,8 @@ def build_board(board: str, *, cfg: NetworkConfig | None = None, seed: int = 0,
         Run Yosys' renaming step (``autoname``), which gives the cells and nets of the
         timing report readable names; it takes 20 of the 26 Yosys minutes of the N = 400
         ULX3S chip (Yosys 0.66).
+    lut_ram : bool
+        ECP5: small memories in LUT RAM (``symspike build --lut-ram``).
     root : path-like, optional
         Build folder (default ``build/boards/<board>``).
     log : callable, optional
@@ -265,13 +269,14 @@ def build_board(board: str, *, cfg: NetworkConfig | None = None, seed: int = 0,
     from .synth import _parse_report, build_root
     say = log or (lambda text: None)
     target = board_target(board)
+    check_lut_ram(target, lut_ram)          # before the chip is made, which would go unused
     cfg = target.config() if cfg is None else cfg
     top = BoardTop(target, cfg, seed=seed, baud=baud)
     folder = Path(root) if root is not None else build_root().parent / "boards" / board
     folder.mkdir(parents=True, exist_ok=True)
     env = _environment(target.family, program)
     name = "symspike"
-    options = build_options(target, nextpnr_seed, rename=rename)
+    options = build_options(target, nextpnr_seed, rename=rename, lut_ram=lut_ram)
     t0 = time.monotonic()
     say(f"{board}: elaborating the chip (N={cfg.n_exc}, L={cfg.lanes}, P={cfg.pipelines}, "
         f"E={cfg.encoder_lanes}) at {top.pll.f_out_mhz:g} MHz …")
@@ -313,6 +318,7 @@ def build_board(board: str, *, cfg: NetworkConfig | None = None, seed: int = 0,
                    "encoder_lanes": cfg.encoder_lanes, "clock_hz": cfg.clock_hz,
                    "config_id": f"{cfg.config_id:#010x}"},
         "seed": seed, "nextpnr_seed": nextpnr_seed, "renamed": bool(rename),
+        "lut_ram": bool(lut_ram),
         "pll": {"f_in_mhz": top.pll.f_in_mhz, "f_out_mhz": top.pll.f_out_mhz,
                 **top.pll.parameters()},
         "baud": baud, "uart_divisor": top.divisor,

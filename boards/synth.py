@@ -110,7 +110,7 @@ _CELLS = {
 }
 
 #: Version of the stored ``result.json``: results of another version are not reused.
-_RESULT_FORMAT = 3
+_RESULT_FORMAT = 2
 
 #: The ``synth_<family>`` script up to its last step, ``autoname``, which only renames cells
 #: and takes most of Yosys 0.66's time on a large design (20 of the 26 minutes of the N = 400
@@ -118,12 +118,14 @@ _RESULT_FORMAT = 3
 SYNTH_RUN = "-run begin:check"
 CHECK_STEPS = ("hierarchy -check", "check -noinit", "blackbox =A:whitebox")
 
-#: ECP5: memories of at most this many words of at most this many bits go to LUT RAM
-#: (``TRELLIS_DPR16X4``) instead of block RAM. Yosys' costs put the LIF state words (N/P rows
-#: of up to 72 bits) in 18-kbit DP16KDs they fill to a fifth: at N = 400, L = 16 the chip
-#: then needs 220 of the 208 DP16KDs. In LUT RAM their read also skips the DP16KD's 5.8 ns
-#: clock-to-output. Wider rows (the lanes' traces and column sums, 16 × 16 bits and more)
-#: stay: in LUT RAM they cost 13 000 more logic cells at N = 400, L = 16.
+#: ECP5 with ``lut_ram``: memories of at most this many words of at most this many bits go
+#: to LUT RAM (``TRELLIS_DPR16X4``) instead of block RAM. Yosys' costs put the LIF state words
+#: (N/P rows of up to 72 bits) in 18-kbit DP16KDs they fill to a fifth: at N = 400, L = 16
+#: the chip then needs 220 of the 208 DP16KDs (200 with ``lut_ram``). In LUT RAM their read
+#: also skips the DP16KD's 5.8 ns clock-to-output. The price is logic: 8 000 more
+#: ``TRELLIS_COMB`` at N = 400, P = 4, too many for the 32-lane chip (89 % without), hence
+#: an option. Wider rows (the lanes' traces and column sums, 16 × 16 bits and more) stay:
+#: in LUT RAM they would cost 13 000 more.
 SMALL_RAM_WORDS = 128
 SMALL_RAM_WIDTH = 72
 #: The Yosys steps, before ``synth_ecp5``, that mark those memories (the marking needs them
@@ -481,12 +483,20 @@ def _parse_report(report: dict) -> tuple:
     return util, fmax, paths
 
 
+def check_lut_ram(tgt: Target, lut_ram: bool):
+    """Raise :exc:`ValueError` if ``lut_ram`` is asked of a target without LUT RAM."""
+    if lut_ram and tgt.family != "ecp5":
+        raise ValueError(f"{tgt.name} ({tgt.device}) has no LUT RAM: lut_ram is for ECP5 "
+                         f"targets")
+
+
 # ----------------------------------------------------------------------------- synthesis
 def synthesise(target, unit: str = "lif", cfg=None, *, n_exc: int | None = None,
                lanes: int | None = None, pipelines: int | None = None,
                encoder_lanes: int | None = None, freq_mhz: float | None = None,
-               build_dir=None, seed: int = 1, dsp: bool = True, place: bool = True,
-               reuse: bool = True, timeout: float | None = None, log=None) -> dict:
+               build_dir=None, seed: int = 1, dsp: bool = True, lut_ram: bool = False,
+               place: bool = True, reuse: bool = True, timeout: float | None = None,
+               log=None) -> dict:
     """Synthesise one unit for a target out of context and measure it.
 
     Parameters
@@ -508,6 +518,9 @@ def synthesise(target, unit: str = "lif", cfg=None, *, n_exc: int | None = None,
     dsp : bool
         Map multipliers to DSP blocks (iCE40 ``SB_MAC16`` need ``-dsp``; ECP5 does it by
         default). ``False`` builds them from LUTs.
+    lut_ram : bool
+        ECP5: small memories in LUT RAM (:data:`SMALL_RAM_WORDS`, :data:`SMALL_RAM_WIDTH`);
+        the iCE40 has none.
     place : bool
         Run nextpnr (else stop after Yosys: no Fmax).
     reuse : bool
@@ -552,6 +565,7 @@ def synthesise(target, unit: str = "lif", cfg=None, *, n_exc: int | None = None,
     freq = float(freq_mhz if freq_mhz is not None else tgt.clock_mhz)
     if not freq > 0:
         raise ValueError(f"freq_mhz must be positive, not {freq_mhz!r}")
+    check_lut_ram(tgt, lut_ram)
     folder = Path(build_dir) if build_dir is not None else build_root() / f"{tgt.name}-{unit}"
     times = {}
 
@@ -567,7 +581,7 @@ def synthesise(target, unit: str = "lif", cfg=None, *, n_exc: int | None = None,
         synth_cmd = "synth_ecp5 -top top" + ("" if dsp else " -nodsp")
     script = "\n".join([
         "read_rtlil top.il",
-        *(SMALL_RAM_STEPS if tgt.family == "ecp5" else ()),
+        *(SMALL_RAM_STEPS if lut_ram else ()),
         synth_cmd + " " + SYNTH_RUN,
         *CHECK_STEPS,
         "tee -q -o stat.json stat -json",
@@ -674,6 +688,7 @@ def synthesise(target, unit: str = "lif", cfg=None, *, n_exc: int | None = None,
             "yosys_cells": cells,
             "nextpnr_utilisation": util,
             "dsp_mapping": dsp,
+            "lut_ram": lut_ram,
             "time_s": times,
             "build_dir": str(folder),
             "digest": digest,
@@ -840,6 +855,10 @@ def add_arguments(p: argparse.ArgumentParser):
                         "with --board, the clock the PLL makes and the UART divides")
     p.add_argument("--no-dsp", action="store_true",
                    help="build multipliers from LUTs instead of DSP blocks")
+    p.add_argument("--lut-ram", action="store_true",
+                   help=f"ECP5: memories of at most {SMALL_RAM_WORDS} words of at most "
+                        f"{SMALL_RAM_WIDTH} bits (the LIF state words) in LUT RAM instead of "
+                        f"block RAM: fewer DP16KD and faster reads, more logic")
     p.add_argument("--no-place", action="store_true",
                    help="stop after Yosys (cell counts only, no Fmax)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: 1)")
@@ -885,6 +904,7 @@ def main(args) -> int:
     try:
         summary = synthesise_units(target, units, cfg=cfg, freq_mhz=args.freq,
                                    seed=args.seed, dsp=not args.no_dsp,
+                                   lut_ram=args.lut_ram,
                                    place=not args.no_place, reuse=not args.force, log=say)
     except UnitUnavailable as exc:
         return fail(str(exc))
@@ -955,7 +975,8 @@ def _board_main(args, fail) -> int:
 
     try:
         result = build_board(args.board, cfg=cfg, program=args.program,
-                             nextpnr_seed=args.seed, rename=not args.no_rename, log=say)
+                             nextpnr_seed=args.seed, rename=not args.no_rename,
+                             lut_ram=args.lut_ram, log=say)
     except (TypeError, ValueError) as exc:
         return fail(str(exc))
     except BoardBuildError as exc:

@@ -30,12 +30,17 @@ def test_build_plan_of_each_board(board, cell, divisor, pins, constraint):
     dsp = "-dsp " if target.family == "ice40" else ""
     assert f"synth_{target.family} {dsp}-top symspike" in " ".join(plan.files["symspike.ys"].split())
     assert "--seed 3" in plan.files["build_symspike.sh"]
-    # Small memories to LUT RAM where there is LUT RAM: on the ECP5, before synthesis.
-    ys = plan.files["symspike.ys"]
+    # Small memories in LUT RAM on request, where there is LUT RAM: the ECP5.
     small = 'setattr -set ram_style "distributed" t:$mem_v2 r:SIZE<=128 %i r:WIDTH<=72 %i'
-    assert (small in ys) == (target.family == "ecp5")
-    if small in ys:
+    assert small not in plan.files["symspike.ys"]
+    if target.family == "ecp5":
+        again = BoardTop(target, target.config(**SMALL))
+        ys = again.platform.build(again, name="symspike", do_build=False,
+                                  **build_options(target, lut_ram=True)).files["symspike.ys"]
         assert ys.index("memory_collect") < ys.index(small) < ys.index("synth_ecp5")
+    else:
+        with pytest.raises(ValueError, match="has no LUT RAM"):
+            build_options(target, lut_ram=True)
     # Without the renaming step: Yosys stops before it and runs that step's checks.
     again = BoardTop(target, target.config(**SMALL))
     fast = again.platform.build(again, name="symspike", do_build=False,
@@ -96,6 +101,8 @@ def test_tools_come_from_yowasp(monkeypatch):
     (["--board", "arty"], "unknown board 'arty'; known boards: icebreaker, ulx3s-85f"),
     (["--board", "icebreaker", "--unit", "core"], "--unit, --no-place and --no-dsp"),
     (["--board", "ulx3s-85f", "--freq", "500"], "ulx3s-85f: the ECP5 PLL makes 10 to 400 MHz"),
+    (["--board", "icebreaker", "--lut-ram"], "up5k (iCE40UP5K) has no LUT RAM"),
+    (["--target", "up5k", "--lut-ram"], "up5k (iCE40UP5K) has no LUT RAM"),
     (["--board", "icebreaker", "--freq", "4"], "the iCE40 PLL makes 16 to 275 MHz, not 4 MHz"),
     (["--board", "ulx3s-85f", "--freq", "24"], "the PLL makes 25 MHz for the 24 MHz asked, and "
                                                 "3e+06 baud cannot be made"),

@@ -54,9 +54,8 @@ def test_encoder_synthesises_places_and_reports(target, build_root):
     constraints = folder / ("top.pcf" if target == "up5k" else "top.lpf")
     assert pin and pin in constraints.read_text()
     assert "ERROR" not in (folder / "nextpnr.log").read_text()
-    # Small memories to LUT RAM on the ECP5 only (the iCE40 has none).
-    assert (synth.SMALL_RAM_STEPS[-1] in (folder / "synth.ys").read_text()) == \
-        (get_target(target).family == "ecp5")
+    # Block RAM as Yosys chooses unless LUT RAM is asked for.
+    assert "ram_style" not in (folder / "synth.ys").read_text()
     # An unchanged design reuses the stored result.
     again = synth.synthesise(target, "encoder", encoder_lanes=1)
     assert again["cached"] and again["LUT"] == res["LUT"]
@@ -71,15 +70,17 @@ def test_registered_unit_small_synapse_on_up5k(tmp_path, monkeypatch):
     assert res["placed"] and res["LUT"] > 0 and res["Fmax_MHz"] > 0
 
 def test_small_memories_in_lut_ram_on_ecp5(tmp_path, monkeypatch):
-    """Two lanes of 8 × 200 weights: two 800-word banks in block RAM; the 100-word column
-    memories (post traces, column sums, the row's 4-word pre traces) in LUT RAM, where Yosys
-    would put the 100-word ones in block RAM of their own."""
+    """``lut_ram``, two lanes of 8 × 200 weights: two 800-word banks in block RAM; the
+    100-word column memories (post traces, column sums, the row's 4-word pre traces) in LUT
+    RAM, where Yosys puts the 100-word ones in block RAM of their own."""
     from symspike.hdl.synapse import SynapseMemory
     monkeypatch.setitem(synth.UNITS, "cols", synth.Unit(
         "cols", "8 × 200 synapse memory, 2 lanes",
         lambda cfg: SynapseMemory(cfg, "in", lanes=2, rows=8, cols=200), default=False))
-    res = synth.synthesise("ecp5-85f", "cols", build_dir=tmp_path, place=False)
-    # Without the marking: 5 DP16KD, 8 TRELLIS_DPR16X4 (Yosys 0.66).
+    res = synth.synthesise("ecp5-85f", "cols", build_dir=tmp_path, place=False,
+                           lut_ram=True)
+    assert res["lut_ram"] and "ram_style" in (tmp_path / "synth.ys").read_text()
+    # Without it: 5 DP16KD, 8 TRELLIS_DPR16X4 (Yosys 0.66).
     assert res["BRAM"] == 2 and res["yosys_cells"]["TRELLIS_DPR16X4"] > 100
 
 

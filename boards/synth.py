@@ -916,7 +916,7 @@ def main(args) -> int:
                          "encoder_lanes": cfg.encoder_lanes, "clock_hz": cfg.clock_hz}
     summary["wall_s"] = round(time.monotonic() - t0, 1)
     from ..host.results import provenance
-    summary = {**provenance("build"), **summary}
+    summary = {**provenance(args), **summary}
     print(f"N={cfg.n_exc} lanes={cfg.lanes} pipelines={cfg.pipelines} "
           f"encoder_lanes={cfg.encoder_lanes}")
     print(format_results(summary))
@@ -983,7 +983,7 @@ def _board_main(args, fail) -> int:
         return fail(str(exc), 1)
     print(format_board_result(result))
     from ..host.results import provenance, save_json
-    result = {**provenance("build"), **result}
+    result = {**provenance(args), **result}
     if args.report and not save_json(args.report, result, "symspike build", "report:"):
         return 2
     return 0

@@ -720,6 +720,7 @@ def _cmd_demo(args):
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)    # for the figures' record
     try:
         return int(args.func(args) or 0)
     except (UsageError, datasets.DatasetError, CheckpointError) as exc:

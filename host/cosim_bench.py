@@ -140,7 +140,7 @@ def run(args) -> int:
     except CosimBenchError as exc:
         print(f"symspike bench cosim: {exc}", file=sys.stderr)
         return _FAIL
-    fig.update(provenance("bench cosim"))
+    fig.update(provenance(args))
     med = fig["median"]
     print(f"chip N={fig['n_exc']} over {fig['link']}{' with ' + fig['waves'] + ' waves' if fig['waves'] else ''}: "
           f"median of {fig['repeats']} × {fig['images']} images: "

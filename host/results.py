@@ -9,14 +9,15 @@ from pathlib import Path
 __all__ = ["provenance", "save_json"]
 
 
-def provenance(command: str) -> dict:
-    """``command``, ``date`` and ``machine`` of a ``symspike <command> …`` run (``command``:
-    its sub-command words, such as ``"bench throughput"`` or ``"build"``)."""
+def provenance(args) -> dict:
+    """``command``, ``date`` and ``machine`` of a ``symspike`` run, ``args`` its parsed
+    command line (``main`` keeps the words in ``args.argv``; without them, ``sys.argv``)."""
     import time
 
     from .experiment import machine
-    words = command.split()
-    return {"command": " ".join(["symspike", *words, *sys.argv[1 + len(words):]]),
+    argv = getattr(args, "argv", None)
+    argv = sys.argv[1:] if argv is None else argv
+    return {"command": " ".join(["symspike", *map(str, argv)]),
             "date": time.strftime("%Y-%m-%d"), "machine": machine()}
 
 

@@ -441,7 +441,7 @@ def _sweep(args) -> int:
         print(format_figures(fig))
         figures.append(fig)
     args.lanes = None
-    out = {**provenance("bench throughput"), "sweep": figures}
+    out = {**provenance(args), "sweep": figures}
     plot = args.plot or f"results/throughput-{figures[0]['board']}-lanes.png"
     try:
         plot_lanes(figures, plot)
@@ -474,6 +474,6 @@ def run(args) -> int:
     except ThroughputError as exc:
         print(f"symspike bench throughput: {exc}", file=sys.stderr)
         return _FAIL
-    fig.update(provenance("bench throughput"))
+    fig.update(provenance(args))
     print(format_figures(fig))
     return _finish(args, fig, fig["bit_identical"])

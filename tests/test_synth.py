@@ -104,7 +104,8 @@ def test_build_command_prints_and_saves(build_root, tmp_path, capsys):
     assert data["target"] == "up5k" and data["sum"] is None
     assert unit["LUT"] > 0 and unit["Fmax_MHz"] > 0 and data["config"]["n_exc"] == 100
     # Where the figures came from: the command, the date and the machine.
-    assert data["command"].startswith("symspike build ") and len(data["date"]) == 10
+    assert data["command"] == f"symspike build --target up5k --unit encoder --quiet " \
+                              f"--report {path}" and len(data["date"]) == 10
     assert data["machine"]
 
 

@@ -269,14 +269,14 @@ def build_board(board: str, *, cfg: NetworkConfig | None = None, seed: int = 0,
     from .synth import _parse_report, build_root
     say = log or (lambda text: None)
     target = board_target(board)
-    check_lut_ram(target, lut_ram)          # before the chip is made, which would go unused
+    # The options first: a bad one stops the build before the chip is made (and unused).
+    options = build_options(target, nextpnr_seed, rename=rename, lut_ram=lut_ram)
     cfg = target.config() if cfg is None else cfg
     top = BoardTop(target, cfg, seed=seed, baud=baud)
     folder = Path(root) if root is not None else build_root().parent / "boards" / board
     folder.mkdir(parents=True, exist_ok=True)
     env = _environment(target.family, program)
     name = "symspike"
-    options = build_options(target, nextpnr_seed, rename=rename, lut_ram=lut_ram)
     t0 = time.monotonic()
     say(f"{board}: elaborating the chip (N={cfg.n_exc}, L={cfg.lanes}, P={cfg.pipelines}, "
         f"E={cfg.encoder_lanes}) at {top.pll.f_out_mhz:g} MHz …")

@@ -42,7 +42,7 @@ from amaranth.utils import ceil_log2, exact_log2
 
 from ..firmware.config import NetworkConfig
 from ..sim.rng import stream_seeds, xorshift32_py
-from .traces import const_mul
+from .arith import const_mul
 from .xorshift import STATE_BITS, WORD_BITS, xorshift32_next, xorshift32_word
 
 __all__ = ["PIXEL_BITS", "WALK_EXTRA", "PixelLayout", "rate_fraction", "RateCompare",

@@ -56,6 +56,7 @@ from amaranth.utils import bits_for, ceil_log2, exact_log2
 
 from ..firmware.config import NetworkConfig
 from ..sim.fixed import derive
+from .arith import tree_sum
 from .synapse import MUL_WIDTH
 
 __all__ = [
@@ -235,9 +236,7 @@ def _mul_shift_staged(pipe, x, k: int, shift: int, name: str, *, rnd: bool = Fal
                 parts.append(prod << (i + j))
     if rnd:
         parts.append(Const(1 << (s - 1)))
-    while len(parts) > 1:       # a balanced tree: log2 adders deep, not a chain
-        parts = [a + b for a, b in zip(parts[::2], parts[1::2])] + parts[len(parts) & ~1:]
-    return pipe.reg(parts[0] >> s, f"{name}_sum")
+    return pipe.reg(tree_sum(parts) >> s, f"{name}_sum")
 
 
 def _shift_add(x, k: int):

@@ -12,8 +12,6 @@ What is proved, in Amaranth's simulator:
   shadow copy built only from ``out`` equals the model (and so does the memory itself);
   a bump writes one lane, a pass every row once with all lanes, ``done`` pulses once in the
   cycle of the last row. Lanes 1, 4 and 16, and a second set of formats.
-* :func:`const_mul` is exact for random inputs and constants (0, 1, powers of two, all-ones,
-  the trace decay constant, random ones).
 * :func:`connect_lif_traces` maps neuron ``row·P + p`` of a :class:`~symspike.hdl.lif.LIFCore`
   to lane ``(row·P + p) mod L`` of trace row ``(row·P + p) div L``, from ``trace_x`` or
   ``trace_bumped``, for every row and ``P ≤ L``; ``P > L`` is refused.
@@ -21,14 +19,14 @@ What is proved, in Amaranth's simulator:
 
 import numpy as np
 import pytest
-from amaranth.hdl import Fragment, Module, Signal
+from amaranth.hdl import Fragment, Module
 from amaranth.sim import Simulator
 
 from symspike.firmware.config import preset
 from symspike.hdl.lif import LIFCore
 from symspike.hdl.synapse import TraceWrite
 from symspike.hdl.traces import (BUMP_LATENCY, PASS_EXTRA, InputTraces, TraceOp,
-                                 connect_lif_traces, const_mul)
+                                 connect_lif_traces)
 from symspike.sim.fixed import derive
 
 # Constructor checks leave components that are never elaborated.
@@ -295,34 +293,6 @@ def test_input_traces_ports_and_validation():
                                                                 cfg.formats.trace_bits)
     assert InputTraces(cfg, lanes=16).rows == 49
     Fragment.get(tr, None)
-
-
-# ----------------------------------------------------------------------------- const_mul
-def test_const_mul_exact():
-    rng = np.random.default_rng(2)
-    k_trace = derive(preset(10)).k_trace
-    consts = [0, 1, 2, 3, 5, 255, 256, 4095, (1 << 20) - 1, k_trace] + \
-        [int(c) for c in rng.integers(0, 1 << 20, 12)]
-    m = Module()
-    xs = {13: Signal(13), 20: Signal(20)}
-    outs = {}
-    for width, x in xs.items():
-        for c in consts:
-            y = Signal(64, name=f"y_{width}_{c}")
-            m.d.comb += y.eq(const_mul(x, c))
-            outs[width, c] = y
-
-    async def bench(ctx):
-        for width, x in xs.items():
-            values = [0, 1, (1 << width) - 1] + [int(v) for v in rng.integers(0, 1 << width, 40)]
-            for v in values:
-                ctx.set(x, v)
-                for c in consts:
-                    assert ctx.get(outs[width, c]) == v * c, (width, v, c)
-
-    sim = Simulator(m)
-    sim.add_testbench(bench)
-    sim.run()
 
 
 # ----------------------------------------------------------------------------- LIF traces

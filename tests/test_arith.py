@@ -1,0 +1,37 @@
+"""Constant multiplies in adders (``hdl/arith.py``): :func:`const_mul` is exact for random
+inputs and constants (0, 1, powers of two, all-ones, the trace decay constant, random ones)."""
+
+import numpy as np
+from amaranth.hdl import Module, Signal
+from amaranth.sim import Simulator
+
+from symspike.firmware.config import preset
+from symspike.hdl.arith import const_mul
+from symspike.sim.fixed import derive
+
+
+def test_const_mul_exact():
+    rng = np.random.default_rng(2)
+    k_trace = derive(preset(10)).k_trace
+    consts = [0, 1, 2, 3, 5, 255, 256, 4095, (1 << 20) - 1, k_trace] + \
+        [int(c) for c in rng.integers(0, 1 << 20, 12)]
+    m = Module()
+    xs = {13: Signal(13), 20: Signal(20)}
+    outs = {}
+    for width, x in xs.items():
+        for c in consts:
+            y = Signal(64, name=f"y_{width}_{c}")
+            m.d.comb += y.eq(const_mul(x, c))
+            outs[width, c] = y
+
+    async def bench(ctx):
+        for width, x in xs.items():
+            values = [0, 1, (1 << width) - 1] + [int(v) for v in rng.integers(0, 1 << width, 40)]
+            for v in values:
+                ctx.set(x, v)
+                for c in consts:
+                    assert ctx.get(outs[width, c]) == v * c, (width, v, c)
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()

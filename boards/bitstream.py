@@ -209,8 +209,12 @@ def build_options(target: Target, nextpnr_seed: int = 1, *, rename: bool = True,
     renaming step (``autoname``) and runs only that step's checks; with ``lut_ram`` (ECP5),
     small memories go to LUT RAM (:data:`~symspike.boards.synth.SMALL_RAM_STEPS`)."""
     check_lut_ram(target, lut_ram)
-    options = {"nextpnr_opts": f"--report report.json --seed {int(nextpnr_seed)} "
-                               f"--timing-allow-fail"}
+    nextpnr = f"--report report.json --seed {int(nextpnr_seed)} --timing-allow-fail"
+    if target.family == "ecp5":
+        # As the unit builds: router1 left the N = 400 ULX3S chip three quarters unrouted
+        # after 23 minutes; router2 resolves congestion by negotiation, many nets at a time.
+        nextpnr += " --router router2"
+    options = {"nextpnr_opts": nextpnr}
     if lut_ram:
         options["script_after_read"] = "\n".join(SMALL_RAM_STEPS)
     synth = ["-dsp"] if target.family == "ice40" else []

@@ -95,8 +95,13 @@ ahead of it in S1 to S4 are ``SCALE`` chunks of other columns (or none): a ``SCA
 any other kind waits four cycles, a run of ``SCALE`` requests of different columns (a scaling
 pass) flows without a bubble, and the kinds after a ``SCALE`` follow it at once. The wait is
 decided from the stages' registers alone; ``req.ready`` does not depend on the request.
-Otherwise only the output streams stall the pipeline: all stages advance together when the
-``acc`` and ``rdata`` output registers are empty or being taken.
+Otherwise the pipeline never stalls: every stage advances every cycle, and the ``acc`` and
+``rdata`` outputs end in :class:`~symspike.hdl.spill.SpillRegister`\ s that hold what their
+consumers do not take at once. A chunk that makes an output beat issues only while that
+output's queue has room for it and for every beat already in the stages behind S0, so no beat
+is ever refused; with consumers that take every beat, the outputs are plain registers and no
+chunk waits. No enable reaches the stages' registers and memory ports from the consumers'
+``ready``.
 
 Traces
 ------
@@ -130,6 +135,7 @@ from amaranth.utils import bits_for, exact_log2
 from ..firmware.config import NetworkConfig
 from ..sim.fixed import derive
 from ..sim.rng import dither_hash
+from .spill import SpillRegister
 
 __all__ = [
     "PROJECTIONS",
@@ -149,6 +155,9 @@ WORD_BITS = 16
 #: Cycles from a request's acceptance to its first ``acc``/``rdata`` beat (with a ready
 #: sink); its last weight is written ``LATENCY − 1`` cycles after its last chunk issued.
 LATENCY = 7
+#: Beats each output's spill queue holds: at least the beats a chunk issued in S0 and those in
+#: the stages behind it can bring (``LATENCY − 1``), whatever the consumer does.
+SPILL_DEPTH = 8
 #: Operand width of the lane multipliers: the ECP5's ``MULT18X18D`` is 18 × 18; the bits of a
 #: wider multiplicand are multiplied in logic.
 MUL_WIDTH = 18
@@ -585,16 +594,15 @@ class SynapseMemory(wiring.Component):
         ]
 
         # ---------------------------------------------------------------- flow control
-        # The whole pipeline advances together, unless a beat waits on an output stream.
-        adv = Signal()
-        acc_v = Signal()
-        rd_v = Signal()
-        m.d.comb += adv.eq(~(acc_v & ~self.acc.ready) & ~(rd_v & ~self.rdata.ready))
+        # Every stage advances every cycle; the outputs spill into queues (module docs).
+        m.submodules.acc_out = acc_out = SpillRegister(self.acc.payload.shape(), SPILL_DEPTH)
+        m.submodules.rd_out = rd_out = SpillRegister(B, SPILL_DEPTH)
+        wiring.connect(m, acc_out.o, wiring.flipped(self.acc))
+        wiring.connect(m, rd_out.o, wiring.flipped(self.rdata))
 
         def stage(value, name, shape=None):
             sig = Signal(shape if shape is not None else Value.cast(value).shape(), name=name)
-            with m.If(adv):
-                m.d.sync += sig.eq(value)
+            m.d.sync += sig.eq(value)
             return sig
 
         # ---------------------------------------------------------------- S0: issue
@@ -628,7 +636,11 @@ class SynapseMemory(wiring.Component):
         # from registers, so that ``req.ready`` does not depend on the request's payload.
         s0_first = Signal()
         s0_wait = Signal()      # driven once S4's registers exist (below)
-        s0_issue = s0_active & ~s0_wait
+        # Room for the chunk's output beat, if it makes one, and for all in the stages behind.
+        in_flight = LATENCY - 1
+        s0_room = Mux(is_row0, acc_out.room_for(in_flight),
+                      Mux(s0_op == Op.READ, rd_out.room_for(in_flight), 1))
+        s0_issue = s0_active & ~s0_wait & s0_room
 
         s1_v = stage(s0_issue, "s1_valid", 1)
         s1_op = stage(s0_op, "s1_op", Op)
@@ -640,7 +652,7 @@ class SynapseMemory(wiring.Component):
         def blocks_scale(valid, op, col):
             return valid & ((op != Op.SCALE) | (col == s0_col))
 
-        m.d.comb += self.req.ready.eq(adv & (~s0_active | (s0_last & ~s0_wait)))
+        m.d.comb += self.req.ready.eq(~s0_active | (s0_last & s0_issue))
         accept = self.req.valid & self.req.ready
         # A column's addresses are complete here (a SCALE reads with them in S0); a row's
         # are its chunk offsets until S1 adds ``row · CB``, so that no multiplier lies
@@ -664,7 +676,7 @@ class SynapseMemory(wiring.Component):
                 s0_hash.eq(0),
             ]
             m.d.sync += [a.eq(v) for a, v in zip(s0_baddr, first_addr)]
-        with m.Elif(adv & s0_issue):
+        with m.Elif(s0_issue):
             m.d.sync += s0_first.eq(0)
             with m.If(s0_last):
                 m.d.sync += s0_active.eq(0)
@@ -687,7 +699,7 @@ class SynapseMemory(wiring.Component):
 
         chunk = high(s0_idx)
         for port in traces_r.values():
-            m.d.comb += [port.addr.eq(chunk), port.en.eq(adv)]
+            m.d.comb += port.addr.eq(chunk)
 
         # ---------------------------------------------------------------- S1: traces
         # From here on the datapath works in bank order: lane b is bank b's synapse, so
@@ -768,7 +780,6 @@ class SynapseMemory(wiring.Component):
         for b in range(L):
             m.d.comb += [
                 banks_r[b].addr.eq(Mux(s0_scale & ~s0_wait, s0_baddr[b], s3_baddr[b])),
-                banks_r[b].en.eq(adv),
             ]
 
         operand = []
@@ -840,13 +851,12 @@ class SynapseMemory(wiring.Component):
             m.d.comb += [
                 banks_w[b].addr.eq(s5_baddr[b]),
                 banks_w[b].data.eq(new),
-                banks_w[b].en.eq(adv & we),
+                banks_w[b].en.eq(we),
             ]
             # The chunk in S4 read its weight a cycle before this write: if it is the same
             # synapse, the register takes the value being written instead.
             fwd = we & (s5_baddr[b] == s4["baddr"][b])
-            with m.If(adv):
-                m.d.sync += s5_w[b].eq(Mux(fwd, new, w_bank[b]))
+            m.d.sync += s5_w[b].eq(Mux(fwd, new, w_bank[b]))
             # A SCALE's old weight was read in S0 and came along in registers.
             old = Mux(s5_scale, s5_wsc[b], w)
             step = Signal(signed(B + 1), name=f"dw{b}")
@@ -863,7 +873,6 @@ class SynapseMemory(wiring.Component):
         s5_colop = (s5_op == Op.COL) | (s5_op == Op.SCALE)
         m.d.comb += [
             sum_r.addr.eq(Mux(s5_colop, high(s5_col), high(s5_idx))),
-            sum_r.en.eq(adv),
         ]
 
         # ---------------------------------------------------------------- S6: sums
@@ -879,7 +888,7 @@ class SynapseMemory(wiring.Component):
         sums = _lanes(sum_r.data, L)
         m.d.comb += [
             sum_w.addr.eq(s6_addr),
-            sum_w.en.eq(adv & s6_we),
+            sum_w.en.eq(s6_we),
         ]
         for s in range(L):
             inc = Mux(s6_colop, Mux(s6_lane == s, total, 0), slot_dw[s])
@@ -887,31 +896,17 @@ class SynapseMemory(wiring.Component):
 
         # ---------------------------------------------------------------- outputs
         w_old = _rotate_down(s5_w, s5_r, lg)
-        acc_payload = Signal(self.acc.payload.shape())
-        rd_payload = Signal(B)
-        with m.If(adv):
-            m.d.sync += [
-                acc_v.eq(s5_v & ((s5_op == Op.ACC) | (s5_op == Op.ROW))),
-                acc_payload.row.eq(s5_row),
-                acc_payload.col.eq(s5_idx),
-                acc_payload.mask.eq(s5_smask),
-                acc_payload.last.eq(s5_last),
-                rd_v.eq(s5_v & (s5_op == Op.READ)),
-                rd_payload.eq(Array(w_old)[low(s5_col)]),
-            ]
-            for s in range(L):
-                m.d.sync += acc_payload.weights[s].eq(w_old[s])
-        with m.Else():
-            with m.If(self.acc.ready):
-                m.d.sync += acc_v.eq(0)
-            with m.If(self.rdata.ready):
-                m.d.sync += rd_v.eq(0)
         m.d.comb += [
-            self.acc.valid.eq(acc_v),
-            self.acc.payload.eq(acc_payload),
-            self.rdata.valid.eq(rd_v),
-            self.rdata.payload.eq(rd_payload),
-            self.busy.eq(s0_active | s1_v | s2["valid"] | s3["valid"] | s4["valid"] | s5_v | s6_we |
-                         acc_v | rd_v),
+            acc_out.i.valid.eq(s5_v & ((s5_op == Op.ACC) | (s5_op == Op.ROW))),
+            acc_out.i.payload.row.eq(s5_row),
+            acc_out.i.payload.col.eq(s5_idx),
+            acc_out.i.payload.mask.eq(s5_smask),
+            acc_out.i.payload.last.eq(s5_last),
+            rd_out.i.valid.eq(s5_v & (s5_op == Op.READ)),
+            rd_out.i.payload.eq(Array(w_old)[low(s5_col)]),
         ]
+        m.d.comb += [acc_out.i.payload.weights[s].eq(w_old[s]) for s in range(L)]
+        m.d.comb += self.busy.eq(
+            s0_active | s1_v | s2["valid"] | s3["valid"] | s4["valid"] | s5_v | s6_we |
+            acc_out.o.valid | (acc_out.level != 0) | rd_out.o.valid | (rd_out.level != 0))
         return m

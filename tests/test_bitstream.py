@@ -30,6 +30,7 @@ def test_build_plan_of_each_board(board, cell, divisor, pins, constraint):
     dsp = "-dsp " if target.family == "ice40" else ""
     assert f"synth_{target.family} {dsp}-top symspike" in " ".join(plan.files["symspike.ys"].split())
     assert "--seed 3" in plan.files["build_symspike.sh"]
+    assert ("--router router2" in plan.files["build_symspike.sh"]) == (target.family == "ecp5")
     # Small memories in LUT RAM on request, where there is LUT RAM: the ECP5.
     small = 'setattr -set ram_style "distributed" t:$mem_v2 r:SIZE<=128 %i r:WIDTH<=72 %i'
     assert small not in plan.files["symspike.ys"]

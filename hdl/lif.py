@@ -516,7 +516,10 @@ class LIFCore(wiring.Component):
                 rp.en.eq(Mux(running, adv, 1)),
                 wp.addr.eq(Mux(running, row_fin, ax_row)),
                 wp.data.eq(Mux(running, Value.cast(word), ax.wdata)),
-                wp.en.eq(Mux(running, adv & we,
+                # A stalled row is written again with the same word, from the last stage's
+                # held registers: harmless, and it keeps the stall off the write enables,
+                # many LUT RAMs' at N = 400.
+                wp.en.eq(Mux(running, we,
                              idle & ax.we & (ax.sel == kind) & (ax_bank == p))),
             ]
             read_back[(kind, p)] = Value.cast(rp.data)
@@ -590,28 +593,41 @@ class LIFCore(wiring.Component):
         # ---------------------------------------------------------------- spike output
         # A row's spikes wait in `pending` and leave lowest lane first, so the addresses of a
         # pass come out ascending. The lanes advance when `pending` is free next cycle.
+        # Whether `pending` is empty or holds at most one spike are registers of their own,
+        # set with it, so that `adv`, which reaches every register of the lanes, is one gate
+        # from registers and the consumer's `ready`.
         pending = Signal(P)
         pending_row = Signal.like(row_fin)
+        none_pending = Signal(init=1)
+        one_at_most = Signal(init=1)
         lowest = Signal(range(max(P, 2)))
         for p in reversed(range(P)):
             with m.If(pending[p]):
                 m.d.comb += lowest.eq(p)
         others = pending & (pending - 1)
         m.d.comb += [
-            self.spikes.valid.eq(pending != 0),
+            self.spikes.valid.eq(~none_pending),
             self.spikes.payload.eq(Cat(lowest[:lg], pending_row) if lg else pending_row),
-            adv.eq((others == 0) & ((pending == 0) | self.spikes.ready)),
+            adv.eq(one_at_most & (none_pending | self.spikes.ready)),
         ]
+        pending_next = Signal(P)
+        m.d.comb += pending_next.eq(pending)
         with m.If(self.spikes.valid & self.spikes.ready):
-            m.d.sync += pending.eq(others)
+            m.d.comb += pending_next.eq(others)
         with m.If(adv):
-            m.d.sync += [pending.eq(Cat(*spike_mask)), pending_row.eq(row_fin)]
+            m.d.comb += pending_next.eq(Cat(*spike_mask))
+            m.d.sync += pending_row.eq(row_fin)
+        m.d.sync += [
+            pending.eq(pending_next),
+            none_pending.eq(pending_next == 0),
+            one_at_most.eq((pending_next & (pending_next - 1)) == 0),
+        ]
         if ei:
             with m.If(adv & valid_fin):
                 m.d.sync += count.eq(count + sum(inh_spikes, Const(0, range(P + 1))))
 
         # ---------------------------------------------------------------- end of pass
-        drained = (row == rows) & ~Cat(*valid).any() & (pending == 0)
+        drained = (row == rows) & ~Cat(*valid).any() & none_pending
         m.d.comb += self.done.eq(running & drained)
         with m.If(running & drained):
             m.d.sync += running.eq(0)

@@ -96,8 +96,8 @@ any other kind waits four cycles, a run of ``SCALE`` requests of different colum
 pass) flows without a bubble, and the kinds after a ``SCALE`` follow it at once. The wait is
 decided from the stages' registers alone; ``req.ready`` does not depend on the request.
 Otherwise the pipeline never stalls: every stage advances every cycle, and the ``acc`` and
-``rdata`` outputs end in :class:`~symspike.hdl.spill.SpillRegister`\ s that hold what their
-consumers do not take at once. A chunk that makes an output beat issues only while that
+``rdata`` outputs end in spill registers (:class:`~symspike.hdl.spill.SpillRegister`) that
+hold what their consumers do not take at once. A chunk that makes an output beat issues only while that
 output's queue has room for it and for every beat already in the stages behind S0, so no beat
 is ever refused; with consumers that take every beat, the outputs are plain registers and no
 chunk waits. No enable reaches the stages' registers and memory ports from the consumers'
@@ -624,18 +624,17 @@ class SynapseMemory(wiring.Component):
         is_row0 = (s0_op == Op.ACC) | (s0_op == Op.ROW)
         is_col0 = (s0_op == Op.COL) | (s0_op == Op.SCALE)
         s0_scale = s0_active & (s0_op == Op.SCALE)
-        s0_last = Signal()
-        m.d.comb += s0_last.eq(Mux(is_col0, s0_idx == (RB - 1) * L,
-                                   Mux(is_row0, s0_idx == (CB - 1) * L, 1)))
+        s0_last = Signal()      # the chunk in S0 is its request's last: a register
 
         # A SCALE reads its weights in S0, three cycles before the other kinds read theirs
         # (S3), so that its product can be taken from a register in S2. Its first chunk
         # waits in S0 until the chunks in S1 to S4 are SCALEs of other columns (or none):
         # then the banks' read ports are its own, and every weight it reads has been written
-        # back. Runs of SCALEs of successive columns have no bubble. The wait is decided
-        # from registers, so that ``req.ready`` does not depend on the request's payload.
+        # back. Runs of SCALEs of successive columns have no bubble. The wait is a register,
+        # set a cycle ahead from what S0 to S3 will hold (the stages never stall), so that
+        # ``req.ready`` is a gate or two from registers and does not depend on the request.
         s0_first = Signal()
-        s0_wait = Signal()      # driven once S4's registers exist (below)
+        s0_wait = Signal()      # driven once S3's registers exist (below)
         # Room for the chunk's output beat, if it makes one, and for all in the stages behind.
         in_flight = LATENCY - 1
         s0_room = Mux(is_row0, acc_out.room_for(in_flight),
@@ -648,9 +647,7 @@ class SynapseMemory(wiring.Component):
 
         p = self.req.payload
         p_colop = (p.op == Op.COL) | (p.op == Op.SCALE)
-
-        def blocks_scale(valid, op, col):
-            return valid & ((op != Op.SCALE) | (col == s0_col))
+        p_rowop = (p.op == Op.ACC) | (p.op == Op.ROW)
 
         m.d.comb += self.req.ready.eq(~s0_active | (s0_last & s0_issue))
         accept = self.req.valid & self.req.ready
@@ -671,9 +668,9 @@ class SynapseMemory(wiring.Component):
                 s0_row.eq(p.row),
                 s0_col.eq(p.col),
                 s0_r.eq(Mux(p_colop, low(p.col), low(p.row))),
-                s0_idx.eq(Mux(p_colop | (p.op == Op.ACC) | (p.op == Op.ROW), 0,
-                              high(p.col) * L)),
+                s0_idx.eq(Mux(p_colop | p_rowop, 0, high(p.col) * L)),
                 s0_hash.eq(0),
+                s0_last.eq(Mux(p_colop, int(RB == 1), Mux(p_rowop, int(CB == 1), 1))),
             ]
             m.d.sync += [a.eq(v) for a, v in zip(s0_baddr, first_addr)]
         with m.Elif(s0_issue):
@@ -684,6 +681,9 @@ class SynapseMemory(wiring.Component):
                 m.d.sync += [
                     s0_idx.eq(s0_idx + L),
                     s0_hash.eq((s0_hash + ((L * _HASH_MUL) & _MASK32))[:32]),
+                    # The next chunk is the last when this one is the last but one.
+                    s0_last.eq(Mux(is_col0, s0_idx == max(RB - 2, 0) * L,
+                                   Mux(is_row0, s0_idx == max(CB - 2, 0) * L, 1))),
                 ]
                 m.d.sync += [a.eq(a + Mux(is_col0, L * CB, 1)) for a in s0_baddr]
 
@@ -810,11 +810,21 @@ class SynapseMemory(wiring.Component):
         # delay meets no logic.
         s4 = carry(s3, 4)
         s4_d = [stage(v, f"s4_operand{b}", B) for b, v in enumerate(operand)]
-        m.d.comb += s0_wait.eq(s0_scale & s0_first &
-                               (blocks_scale(s1_v, s1_op, s1_col) |
+        # S0's wait of the next cycle: its next chunk a SCALE's first, and S1 to S4 of the
+        # next cycle (the chunk S0 issues now and S1 to S3 of now) not all SCALEs of other
+        # columns.
+        next_col = Mux(accept, p.col, s0_col)
+        next_scale = Mux(accept, p.op == Op.SCALE, s0_scale & ~(s0_issue & s0_last))
+        next_first = accept | (s0_first & ~s0_issue)
+
+        def blocks_scale(valid, op, col):
+            return valid & ((op != Op.SCALE) | (col == next_col))
+
+        m.d.sync += s0_wait.eq(next_scale & next_first &
+                               (blocks_scale(s0_issue, s0_op, s0_col) |
+                                blocks_scale(s1_v, s1_op, s1_col) |
                                 blocks_scale(s2["valid"], s2["op"], s2["col"]) |
-                                blocks_scale(s3["valid"], s3["op"], s3["col"]) |
-                                blocks_scale(s4["valid"], s4["op"], s4["col"])))
+                                blocks_scale(s3["valid"], s3["op"], s3["col"])))
         s4_wsc = [stage(a[:B], f"s4_wscale{b}", B) for b, a in enumerate(s3_a)]
         w_bank = [Value.cast(port.data) for port in banks_r]
 

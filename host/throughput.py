@@ -134,7 +134,9 @@ def link_bytes(cfg: NetworkConfig, mode: str, intensities, encoder=None, pixels=
 
 
 def fmax_from_report(path, target: Target, cfg: NetworkConfig) -> tuple:
-    """``(fmax_mhz, source)`` of a ``symspike build`` report whose core is ``cfg``'s.
+    """``(fmax_mhz, source)`` of a ``symspike build`` report whose core is ``cfg``'s: a core
+    build (``--target T --unit core``) or a board's full chip (``--board B``), whose routed
+    Fmax includes the UART, the packet engine and the sequencer.
 
     Returns ``(None, why)`` if the report is missing, is for another target or
     configuration, or its core did not fit or was not placed.
@@ -142,12 +144,13 @@ def fmax_from_report(path, target: Target, cfg: NetworkConfig) -> tuple:
     path = Path(path)
     try:
         data = json.loads(path.read_text())
-        core = data["units"]["core"]
+        core = data if "board" in data else data["units"]["core"]
     except FileNotFoundError:
         return None, f"no report {path} (make it with `symspike build --target {target.name} " \
-                     f"--unit core --report {path}`)"
+                     f"--unit core --report {path}` or `symspike build --board B --report " \
+                     f"{path}`)"
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        return None, f"{path} is not a core build report ({exc})"
+        return None, f"{path} is not a core or board build report ({exc})"
     if core.get("target") != target.name:
         return None, f"{path} is for target {core.get('target')!r}, not {target.name!r}"
     built = core.get("config", {})
@@ -156,7 +159,8 @@ def fmax_from_report(path, target: Target, cfg: NetworkConfig) -> tuple:
     got = {k: built.get(k) for k in keys}
     if got != want:
         return None, f"{path} is for {got}, not {want}"
-    if not core.get("placed") or core.get("Fmax_MHz") is None:
+    board = "board" in data
+    if core.get("Fmax_MHz") is None or not (board or core.get("placed")):
         why = "it does not fit the device" if not core.get("fits", True) else "not placed"
         return None, f"{path} has no Fmax ({why})"
     return float(core["Fmax_MHz"]), str(path)
@@ -182,7 +186,7 @@ def add_bench_arguments(p: argparse.ArgumentParser):
     p.add_argument("--baud", type=int, default=3_000_000,
                    help="UART rate of the link ceiling (default: 3000000)")
     p.add_argument("--synth", metavar="PATH.json",
-                   help="core build report giving the Fmax (default: "
+                   help="core or board build report giving the Fmax (default: "
                         "results/synth-core-<family>.json when it is this configuration's)")
     p.add_argument("--fmax", type=float, metavar="MHZ", help="use this Fmax instead")
     p.add_argument("--sweep-lanes", type=int, nargs="+", metavar="L",

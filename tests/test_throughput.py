@@ -90,6 +90,17 @@ def test_fmax_from_report(tmp_path):
     assert fmax is None and "symspike build --target ecp5-85f --unit core" in why
     (tmp_path / "bad.json").write_text("{")
     assert T.fmax_from_report(tmp_path / "bad.json", tgt, cfg)[0] is None
+    # A board build's report: the full chip's routed Fmax.
+    board = tmp_path / "board.json"
+    entry = {"board": "ulx3s-85f", "target": "ecp5-85f", "Fmax_MHz": 37.0,
+             "config": {"n_exc": 400, "lanes": 16, "pipelines": 4, "encoder_lanes": 4}}
+    board.write_text(json.dumps(entry))
+    assert T.fmax_from_report(board, tgt, tgt.config(lanes=16)) == (37.0, str(board))
+    fmax, why = T.fmax_from_report(board, tgt, cfg)
+    assert fmax is None and "'lanes': 16" in why
+    board.write_text(json.dumps(dict(entry, Fmax_MHz=None)))
+    assert T.fmax_from_report(board, tgt, tgt.config(lanes=16)) == \
+        (None, f"{board} has no Fmax (not placed)")
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -105,6 +105,16 @@ class CommandUnit(wiring.Component):
         zeros_left = Signal(8)                      # … of the run being expanded
         count_left = Signal(8)
         limit = Signal(range(max(n_in, n) + 1))
+        # The LIF state port from registers: its address reaches the LIF's many LUT-RAM
+        # read ports across the device (the N = 400 chip's slowest path when it came from
+        # the command state).
+        st_addr = Signal.like(core.state.addr)
+        st_sel = Signal.like(core.state.sel)
+        st_we = Signal()
+        st_wdata = Signal.like(core.state.wdata)
+        m.d.sync += st_we.eq(0)
+        m.d.comb += [core.state.addr.eq(st_addr), core.state.sel.eq(st_sel),
+                     core.state.we.eq(st_we), core.state.wdata.eq(st_wdata)]
 
         def hbyte(k):
             return hdr[8 * k:8 * k + 8]
@@ -539,10 +549,11 @@ class CommandUnit(wiring.Component):
 
             # ---------------------------------------------------------------- θ
             with m.State("THETA_ADDR"):
-                m.d.comb += [core.state.addr.eq(item), core.state.sel.eq(lif.Word.THETA)]
+                m.d.sync += [st_addr.eq(item), st_sel.eq(lif.Word.THETA)]
+                m.next = "THETA_READ"
+            with m.State("THETA_READ"):
                 m.next = "THETA_DATA"
             with m.State("THETA_DATA"):
-                m.d.comb += [core.state.addr.eq(item), core.state.sel.eq(lif.Word.THETA)]
                 m.d.sync += [word.eq(core.state.rdata), nbytes.eq(4)]
                 m.next = "THETA_EMIT"
             with m.State("THETA_EMIT"):
@@ -583,8 +594,9 @@ class CommandUnit(wiring.Component):
                 with m.Else():
                     m.d.sync += idx.eq(idx + 1)
             with m.State("WTHETA_WRITE"):
-                m.d.comb += [core.state.addr.eq(item), core.state.sel.eq(lif.Word.THETA),
-                             core.state.we.eq(1), core.state.wdata.eq(word)]
+                # Written the next cycle, from the port's registers.
+                m.d.sync += [st_addr.eq(item), st_sel.eq(lif.Word.THETA), st_we.eq(1),
+                             st_wdata.eq(word)]
                 m.d.sync += item.eq(item + 1)
                 with m.If(item + 1 == limit):
                     finish()

@@ -91,7 +91,9 @@ class SpillRegister(wiring.Component):
             queue.r_en.eq(load),
             queue.w_en.eq(self.i.valid & ~direct),
             queue.w_data.eq(self.i.payload),
-            self.i.ready.eq(direct | queue.w_rdy),
+            # A beat that goes straight to the register finds the queue empty: ``ready`` is
+            # the queue's, a compare of its level register.
+            self.i.ready.eq(queue.w_rdy),
             self.o.valid.eq(o_valid),
             self.o.payload.eq(o_payload),
             self.level.eq(queue.level),

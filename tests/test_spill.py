@@ -8,6 +8,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
+from stream_helpers import stream_get_all, stream_put_all
 from symspike.hdl.spill import SpillRegister
 
 Beat = data.StructLayout({"value": 12, "last": 1})
@@ -101,3 +102,26 @@ def test_parameters():
     with pytest.raises(ValueError, match="need a queue of at least 9"):
         dut.room_for(9)
     assert dut.depth == 8
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_as_skid_buffer(depth):
+    """A producer that follows ``i.ready`` (low only while the queue is full): all beats out
+    in order under random gaps and backpressure."""
+    rng = np.random.default_rng(depth)
+    dut = SpillRegister(8, depth=depth)
+    beats = [int(v) for v in rng.integers(0, 256, 300)]
+    got = []
+
+    async def producer(ctx):
+        await stream_put_all(ctx, dut.i, beats, rng=np.random.default_rng(10 + depth), gap=0.3)
+
+    async def consumer(ctx):
+        got.extend(await stream_get_all(ctx, dut.o, len(beats), rng=rng, stall=0.5))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.run()
+    assert got == beats

@@ -97,11 +97,11 @@ pass) flows without a bubble, and the kinds after a ``SCALE`` follow it at once.
 decided from the stages' registers alone; ``req.ready`` does not depend on the request.
 Otherwise the pipeline never stalls: every stage advances every cycle, and the ``acc`` and
 ``rdata`` outputs end in spill registers (:class:`~symspike.hdl.spill.SpillRegister`) that
-hold what their consumers do not take at once. A chunk that makes an output beat issues only while that
-output's queue has room for it and for every beat already in the stages behind S0, so no beat
-is ever refused; with consumers that take every beat, the outputs are plain registers and no
-chunk waits. No enable reaches the stages' registers and memory ports from the consumers'
-``ready``.
+hold what their consumers do not take at once. A chunk that makes an output beat issues only
+while that output's queue has room for it and for every beat already in the stages behind
+S0, so no beat is ever refused; with consumers that take every beat, the outputs are plain
+registers and no chunk waits. No enable reaches the stages' registers and memory ports from
+the consumers' ``ready``.
 
 Traces
 ------

@@ -32,6 +32,7 @@ from ..firmware.config import NetworkConfig
 from .pll import PllError, ecp5_pll, ice40_pll, PllClock
 from .progress import LogWatch
 from .synth import CHECK_STEPS, SMALL_RAM_STEPS, SYNTH_RUN, check_lut_ram
+from .synth import shown_path as _shown
 from .targets import Target, board_target
 
 __all__ = ["DEFAULT_BAUD", "BoardBuildError", "BoardTop", "build_board", "build_options",
@@ -191,15 +192,6 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
-
-
-def _shown(path: Path) -> str:
-    """``path`` relative to the working directory when it is below it (reports are kept with
-    the project, without this machine's folders)."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 def build_options(target: Target, nextpnr_seed: int = 1, *, rename: bool = True,

@@ -303,6 +303,15 @@ class PortHarness(wiring.Component):
 
 
 # ----------------------------------------------------------------------------- tools
+def shown_path(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it (reports are kept with
+    the project, without this machine's folders)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def build_root() -> Path:
     """Root of the synthesis build folders.
 
@@ -690,7 +699,7 @@ def synthesise(target, unit: str = "lif", cfg=None, *, n_exc: int | None = None,
             "dsp_mapping": dsp,
             "lut_ram": lut_ram,
             "time_s": times,
-            "build_dir": str(folder),
+            "build_dir": shown_path(folder),
             "digest": digest,
             "cached": False,
         }

@@ -31,8 +31,8 @@ from amaranth.lib import io
 from ..firmware.config import NetworkConfig
 from .pll import PllError, ecp5_pll, ice40_pll, PllClock
 from .progress import LogWatch
-from .synth import CHECK_STEPS, SMALL_RAM_STEPS, SYNTH_RUN, check_lut_ram
-from .synth import shown_path as _shown
+from .synth import (CHECK_STEPS, ECP5_ROUTER, SMALL_RAM_STEPS, SYNTH_RUN, _parse_report,
+                    build_root, check_lut_ram, shown_path)
 from .targets import Target, board_target
 
 __all__ = ["DEFAULT_BAUD", "BoardBuildError", "BoardTop", "build_board", "build_options",
@@ -203,9 +203,7 @@ def build_options(target: Target, nextpnr_seed: int = 1, *, rename: bool = True,
     check_lut_ram(target, lut_ram)
     nextpnr = f"--report report.json --seed {int(nextpnr_seed)} --timing-allow-fail"
     if target.family == "ecp5":
-        # As the unit builds: router1 left the N = 400 ULX3S chip three quarters unrouted
-        # after 23 minutes; router2 resolves congestion by negotiation, many nets at a time.
-        nextpnr += " --router router2"
+        nextpnr += " " + " ".join(ECP5_ROUTER)
     options = {"nextpnr_opts": nextpnr}
     if lut_ram:
         options["script_after_read"] = "\n".join(SMALL_RAM_STEPS)
@@ -262,7 +260,6 @@ def build_board(board: str, *, cfg: NetworkConfig | None = None, seed: int = 0,
     BoardBuildError
         A tool failed (the message ends with its log) or the design does not fit.
     """
-    from .synth import _parse_report, build_root
     say = log or (lambda text: None)
     target = board_target(board)
     # The options first: a bad one stops the build before the chip is made (and unused).
@@ -322,7 +319,7 @@ def build_board(board: str, *, cfg: NetworkConfig | None = None, seed: int = 0,
         "clock_mhz": top.pll.f_out_mhz,
         "timing_met": achieved is not None and achieved >= top.pll.f_out_mhz,
         "critical_paths": paths[:3],
-        "bitstream": _shown(folder / f"{name}.{'bit' if target.family == 'ecp5' else 'bin'}"),
+        "bitstream": shown_path(folder / f"{name}.{'bit' if target.family == 'ecp5' else 'bin'}"),
         "wall_s": round(wall, 1),
     }
     if program:

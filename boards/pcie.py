@@ -313,8 +313,7 @@ def write_pcie_kit(board: str = "nitefury-ii", *, cfg: NetworkConfig | None = No
     """
     from amaranth.back import verilog
 
-    from .bitstream import _shown
-    from .synth import build_root
+    from .synth import build_root, shown_path
     if board not in PCIE_BOARDS:
         raise ValueError(f"unknown PCIe board {board!r}; known: {', '.join(PCIE_BOARDS)}")
     b = PCIE_BOARDS[board]
@@ -352,4 +351,4 @@ def write_pcie_kit(board: str = "nitefury-ii", *, cfg: NetworkConfig | None = No
     paths["readme"] = folder / "README.md"
     paths["readme"].write_text(_README.format(**info))
     return {"board": board, "part": b.part, "config_id": f"{cfg.config_id:#010x}",
-            "clock_hz": cfg.clock_hz, "files": {k: _shown(v) for k, v in paths.items()}}
+            "clock_hz": cfg.clock_hz, "files": {k: shown_path(v) for k, v in paths.items()}}

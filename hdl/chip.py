@@ -108,12 +108,12 @@ class CommandUnit(wiring.Component):
         # The LIF state port from registers: its address reaches the LIF's many LUT-RAM
         # read ports across the device (the N = 400 chip's slowest path when it came from
         # the command state).
+        # θ is the only word the host reads or writes through it.
         st_addr = Signal.like(core.state.addr)
-        st_sel = Signal.like(core.state.sel)
         st_we = Signal()
         st_wdata = Signal.like(core.state.wdata)
         m.d.sync += st_we.eq(0)
-        m.d.comb += [core.state.addr.eq(st_addr), core.state.sel.eq(st_sel),
+        m.d.comb += [core.state.addr.eq(st_addr), core.state.sel.eq(lif.Word.THETA),
                      core.state.we.eq(st_we), core.state.wdata.eq(st_wdata)]
 
         def hbyte(k):
@@ -549,7 +549,7 @@ class CommandUnit(wiring.Component):
 
             # ---------------------------------------------------------------- θ
             with m.State("THETA_ADDR"):
-                m.d.sync += [st_addr.eq(item), st_sel.eq(lif.Word.THETA)]
+                m.d.sync += st_addr.eq(item)
                 m.next = "THETA_READ"
             with m.State("THETA_READ"):
                 m.next = "THETA_DATA"
@@ -595,8 +595,7 @@ class CommandUnit(wiring.Component):
                     m.d.sync += idx.eq(idx + 1)
             with m.State("WTHETA_WRITE"):
                 # Written the next cycle, from the port's registers.
-                m.d.sync += [st_addr.eq(item), st_sel.eq(lif.Word.THETA), st_we.eq(1),
-                             st_wdata.eq(word)]
+                m.d.sync += [st_addr.eq(item), st_we.eq(1), st_wdata.eq(word)]
                 m.d.sync += item.eq(item + 1)
                 with m.If(item + 1 == limit):
                     finish()

@@ -159,8 +159,8 @@ def fmax_from_report(path, target: Target, cfg: NetworkConfig) -> tuple:
     got = {k: built.get(k) for k in keys}
     if got != want:
         return None, f"{path} is for {got}, not {want}"
-    board = "board" in data
-    if core.get("Fmax_MHz") is None or not (board or core.get("placed")):
+    # A board build has no "placed": it is placed whenever it has an Fmax.
+    if core.get("Fmax_MHz") is None or not core.get("placed", True):
         why = "it does not fit the device" if not core.get("fits", True) else "not placed"
         return None, f"{path} has no Fmax ({why})"
     return float(core["Fmax_MHz"]), str(path)

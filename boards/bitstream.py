@@ -31,8 +31,8 @@ from amaranth.lib import io
 from ..firmware.config import NetworkConfig
 from .pll import PllError, ecp5_pll, ice40_pll, PllClock
 from .progress import LogWatch
-from .synth import (CHECK_STEPS, ECP5_ROUTER, SMALL_RAM_STEPS, SYNTH_RUN, _parse_report,
-                    build_root, check_lut_ram, shown_path)
+from .synth import (CHECK_STEPS, ECP5_ROUTER, KEEP_REPLICAS, SMALL_RAM_STEPS, SYNTH_RUN,
+                    _parse_report, build_root, check_lut_ram, shown_path)
 from .targets import Target, board_target
 
 __all__ = ["DEFAULT_BAUD", "BoardBuildError", "BoardTop", "build_board", "build_options",
@@ -204,9 +204,9 @@ def build_options(target: Target, nextpnr_seed: int = 1, *, rename: bool = True,
     nextpnr = f"--report report.json --seed {int(nextpnr_seed)} --timing-allow-fail"
     if target.family == "ecp5":
         nextpnr += " " + " ".join(ECP5_ROUTER)
-    options = {"nextpnr_opts": nextpnr}
-    if lut_ram:
-        options["script_after_read"] = "\n".join(SMALL_RAM_STEPS)
+    options = {"nextpnr_opts": nextpnr,
+               "script_after_read": "\n".join([*KEEP_REPLICAS,
+                                               *(SMALL_RAM_STEPS if lut_ram else ())])}
     synth = ["-dsp"] if target.family == "ice40" else []
     if not rename:
         synth.append(SYNTH_RUN)

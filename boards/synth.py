@@ -128,11 +128,18 @@ CHECK_STEPS = ("hierarchy -check", "check -noinit", "blackbox =A:whitebox")
 #: in LUT RAM they would cost 13 000 more.
 SMALL_RAM_WORDS = 128
 SMALL_RAM_WIDTH = 72
-#: The Yosys steps, before ``synth_ecp5``, that mark those memories (the marking needs them
-#: as ``$mem_v2`` cells, whose ``SIZE`` and ``WIDTH`` a selection can test).
-SMALL_RAM_STEPS = ("proc", "memory_collect",
+#: The Yosys steps, before ``synth_ecp5`` and after the ``proc`` of :data:`KEEP_REPLICAS`,
+#: that mark those memories (the marking needs them as ``$mem_v2`` cells, whose ``SIZE`` and
+#: ``WIDTH`` a selection can test).
+SMALL_RAM_STEPS = ("memory_collect",
                    f'setattr -set ram_style "distributed" t:$mem_v2 r:SIZE<={SMALL_RAM_WORDS} '
                    f'%i r:WIDTH<={SMALL_RAM_WIDTH} %i')
+
+#: Registers named ``…_replica_…`` are copies of one register, each driving a part of a
+#: large fan-out (the LIF core's stall) so that no one net spans the core. Yosys merges
+#: equal registers (``opt_merge``) unless they are kept; this step, right after reading the
+#: design (whose processes ``proc`` turns into registers first), keeps them.
+KEEP_REPLICAS = ("proc", "setattr -set keep 1 w:*_replica_* %ci1 t:$dff %i")
 
 #: nextpnr's router for ECP5 builds, units and boards: router2 resolves congestion by
 #: negotiation, many nets at a time; the default router1 routes large ECP5 designs about half
@@ -595,6 +602,7 @@ def synthesise(target, unit: str = "lif", cfg=None, *, n_exc: int | None = None,
         synth_cmd = "synth_ecp5 -top top" + ("" if dsp else " -nodsp")
     script = "\n".join([
         "read_rtlil top.il",
+        *KEEP_REPLICAS,
         *(SMALL_RAM_STEPS if lut_ram else ()),
         synth_cmd + " " + SYNTH_RUN,
         *CHECK_STEPS,

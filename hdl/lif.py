@@ -446,9 +446,13 @@ class LIFCore(wiring.Component):
         lg = exact_log2(P)
         ei = self._pop == "EI"
 
-        # All lanes advance in lock step; only the spike output can stall them.
+        # All lanes advance in lock step; only the spike output can stall them. Every lane
+        # has a copy of the advance enable of its own (``_replica_``: kept apart by the
+        # builds), so that no one net reaches every register of the core.
         adv = Signal()
+        lane_adv = [Signal(name=f"adv_{p}") for p in range(P)]
         pipe = _Pipe(m, adv)
+        lane_pipe = [_Pipe(m, a) for a in lane_adv]
 
         # ---------------------------------------------------------------- command
         running = Signal()
@@ -513,7 +517,7 @@ class LIFCore(wiring.Component):
             wp = mem.write_port()
             m.d.comb += [
                 rp.addr.eq(Mux(running, row, ax_row)),
-                rp.en.eq(Mux(running, adv, 1)),
+                rp.en.eq(Mux(running, lane_adv[p], 1)),
                 wp.addr.eq(Mux(running, row_fin, ax_row)),
                 wp.data.eq(Mux(running, Value.cast(word), ax.wdata)),
                 # A stalled row is written again with the same word, from the last stage's
@@ -523,7 +527,7 @@ class LIFCore(wiring.Component):
                              idle & ax.we & (ax.sel == kind) & (ax_bank == p))),
             ]
             read_back[(kind, p)] = Value.cast(rp.data)
-            return pipe.reg(rp.data, f"{name}_q", mem.shape)
+            return lane_pipe[p].reg(rp.data, f"{name}_q", mem.shape)
 
         # ---------------------------------------------------------------- lanes
         spike_mask, inh_spikes = [], []
@@ -535,8 +539,8 @@ class LIFCore(wiring.Component):
             lane_ok = valid_fin & (j_fin < n)
             # The lane's synaptic input as conductance, ((acc·k_w + 2**15) >> 16), formed in
             # stage 1 from the registered ``acc`` so that it meets the state word in stage 2.
-            acc = pipe.reg(self.acc.payload[p], f"acc_{p}")
-            g_add = pipe.reg(_mul_shift(acc, k_w, 16, rnd=True), f"g_add_{p}")
+            acc = lane_pipe[p].reg(self.acc.payload[p], f"acc_{p}")
+            g_add = lane_pipe[p].reg(_mul_shift(acc, k_w, 16, rnd=True), f"g_add_{p}")
             if ei:
                 e_out = Signal(exc_layout(self._cfg), name=f"e{p}_out")
                 i_out = Signal(inh_layout(self._cfg), name=f"i{p}_out")
@@ -548,7 +552,7 @@ class LIFCore(wiring.Component):
                 theta = ports(self.theta_mem[p], f"theta_{p}", Word.THETA, p, theta_out,
                               theta_we)
                 spk_e, spk_i = self._lane_ei(
-                    m, pipe, f"{p}", e, i, theta, g_add,
+                    m, lane_pipe[p], f"{p}", e, i, theta, g_add,
                     Mux(i.spiked, g_inh_partner, g_inh), lane_ok, op, learn,
                     e_out, i_out, theta_out, theta_we)
                 spike_mask.append(spk_e)
@@ -559,7 +563,7 @@ class LIFCore(wiring.Component):
                 c = ports(self.cls_mem[p], f"cls_{p}", Word.MAIN, p, c_out,
                           lane_ok & (op != Op.DECAY_THETA))
                 spike_mask.append(self._lane_c(
-                    m, pipe, f"{p}", c, g_add, lane_ok, op, teacher,
+                    m, lane_pipe[p], f"{p}", c, g_add, lane_ok, op, teacher,
                     fire & (j_fin == label), c_out))
                 x_out, spiked_out = c_out.x, c_out.spiked
             # The traces as written back, for the learning units' copies (see ``trace_x``).
@@ -594,22 +598,23 @@ class LIFCore(wiring.Component):
         # A row's spikes wait in `pending` and leave lowest lane first, so the addresses of a
         # pass come out ascending. The lanes advance when `pending` is free next cycle.
         # Whether `pending` is empty or holds at most one spike are registers of their own,
-        # set with it, so that `adv`, which reaches every register of the lanes, is one gate
-        # from registers and the consumer's `ready`.
+        # set with it, a pair for each copy of `adv`, so that every copy is one gate from
+        # registers and the consumer's `ready` (itself a register in the router).
         pending = Signal(P)
         pending_row = Signal.like(row_fin)
-        none_pending = Signal(init=1)
-        one_at_most = Signal(init=1)
+        none_pending = [Signal(init=1, name=f"none_pending_replica_{c}") for c in range(P + 1)]
+        one_at_most = [Signal(init=1, name=f"one_at_most_replica_{c}") for c in range(P + 1)]
         lowest = Signal(range(max(P, 2)))
         for p in reversed(range(P)):
             with m.If(pending[p]):
                 m.d.comb += lowest.eq(p)
         others = pending & (pending - 1)
         m.d.comb += [
-            self.spikes.valid.eq(~none_pending),
+            self.spikes.valid.eq(~none_pending[P]),
             self.spikes.payload.eq(Cat(lowest[:lg], pending_row) if lg else pending_row),
-            adv.eq(one_at_most & (none_pending | self.spikes.ready)),
         ]
+        for a, none, one in zip([*lane_adv, adv], none_pending, one_at_most):
+            m.d.comb += a.eq(one & (none | self.spikes.ready))
         pending_next = Signal(P)
         m.d.comb += pending_next.eq(pending)
         with m.If(self.spikes.valid & self.spikes.ready):
@@ -617,17 +622,16 @@ class LIFCore(wiring.Component):
         with m.If(adv):
             m.d.comb += pending_next.eq(Cat(*spike_mask))
             m.d.sync += pending_row.eq(row_fin)
-        m.d.sync += [
-            pending.eq(pending_next),
-            none_pending.eq(pending_next == 0),
-            one_at_most.eq((pending_next & (pending_next - 1)) == 0),
-        ]
+        m.d.sync += pending.eq(pending_next)
+        for none, one in zip(none_pending, one_at_most):
+            m.d.sync += [none.eq(pending_next == 0),
+                         one.eq((pending_next & (pending_next - 1)) == 0)]
         if ei:
             with m.If(adv & valid_fin):
                 m.d.sync += count.eq(count + sum(inh_spikes, Const(0, range(P + 1))))
 
         # ---------------------------------------------------------------- end of pass
-        drained = (row == rows) & ~Cat(*valid).any() & none_pending
+        drained = (row == rows) & ~Cat(*valid).any() & none_pending[P]
         m.d.comb += self.done.eq(running & drained)
         with m.If(running & drained):
             m.d.sync += running.eq(0)

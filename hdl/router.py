@@ -9,10 +9,10 @@ population:
 * C spikes from the C core, the teacher's included (ascending class index).
 
 The sequencer drains the queues in phase A in the order the golden model delivers them
-(input, then E, then C). Each queue is a :class:`~amaranth.lib.fifo.SyncFIFOBuffered` deep
-enough for every spike one step can produce (``n_input``, ``N``, ``n_classes``), so the
-producers never see back-pressure from a full queue in normal operation; they do honour it
-(``ready``) if a queue is made shallower.
+(input, then E, then C). Each queue takes every spike one step can produce (``n_input``,
+``N``, ``n_classes``), so the producers never see back-pressure from a full queue in normal
+operation; they do honour it (``ready``), which comes from a register: the host's AER events
+can fill the input queue, and the E queue's ``ready`` is the LIF core's stall.
 
 On their way in, E and C spikes are counted per neuron (the readout of a presentation) and the
 E spikes in total (the re-presentation rule). Counting can be switched off (the rest steps of
@@ -414,6 +414,11 @@ class SpikeRouter(wiring.Component):
         super().__init__(members)
 
     @property
+    def capacity(self) -> dict:
+        """Spikes each queue takes (``"in"``, ``"e"``, ``"c"``): one step's most."""
+        return dict(self._sizes)
+
+    @property
     def count_bits(self) -> int:
         return self._count_bits
 
@@ -426,14 +431,24 @@ class SpikeRouter(wiring.Component):
         flushing = Signal()
         queues = {}
         for name, n in self._sizes.items():
-            q = fifo.SyncFIFOBuffered(width=ceil_log2(max(n, 2)), depth=n)
+            # The producers' `ready` is a register, `room`: the next level below `n`, set a
+            # cycle ahead (the E queue's `ready` reaches every lane of the LIF core, its
+            # stall; the input queue's is on the host's AER path). The queue is one deeper
+            # than the `n` spikes it takes, so its own `w_rdy` never decides, whatever its
+            # depth's inner workings (a `SyncFIFOBuffered` of depth 2 refuses a write while
+            # its one entry moves to the output register).
+            q = fifo.SyncFIFOBuffered(width=ceil_log2(max(n, 2)), depth=n + 1)
             m.submodules[f"{name}_queue"] = queues[name] = q
             src = getattr(self, f"{name}_spikes")
             dst = getattr(self, f"{name}_out")
+            room = Signal(init=1, name=f"{name}_room")
+            put = src.valid & room
+            take = q.r_en & q.r_rdy
+            m.d.sync += room.eq(q.level + put - take < n)
             m.d.comb += [
                 q.w_data.eq(src.payload),
-                q.w_en.eq(src.valid),
-                src.ready.eq(q.w_rdy),
+                q.w_en.eq(put),
+                src.ready.eq(room),
                 dst.payload.eq(q.r_data),
                 dst.valid.eq(q.r_rdy & ~flushing),
                 q.r_en.eq(Mux(flushing, 1, dst.ready)),

@@ -675,7 +675,7 @@ def small_router_config(n_exc: int = 3, n_input: int = 6) -> NetworkConfig:
 
     The router reads only the population sizes from its configuration; a short input queue
     lets a bounded proof wrap its pointers (784 entries take more cycles than a proof can
-    unroll). ``n_input = 6`` keeps the queue's inner depth (5) not a power of two, like 783.
+    unroll). ``n_input = 6`` keeps the queue's inner depth (6) not a power of two, like 784.
     """
     base = preset(n_exc)
     cls = type("FormalNetworkConfig", (NetworkConfig,),
@@ -690,7 +690,8 @@ class RouterHarness(Elaboratable):
     ``clear``, ``teacher_draw`` and the counter read addresses are free in every cycle;
     ``flush`` is free when ``allow_flush``.
 
-    For each queue of depth ``D`` the harness counts ``occ``: events accepted
+    For each queue of capacity ``D`` (:attr:`~symspike.hdl.router.SpikeRouter.capacity`)
+    the harness counts ``occ``: events accepted
     (``valid & ready`` on ``*_spikes``) minus events removed (delivered on ``*_out``, or
     dropped by a flush). Properties:
 
@@ -698,7 +699,7 @@ class RouterHarness(Elaboratable):
       ``occ < D`` (an event offered to a full queue waits, it is not written); nothing is
       removed from, and ``*_out.valid`` never shows, an empty queue; ``occ`` equals the
       queue's ``level``; ``*_pending`` is ``occ ≠ 0``;
-    * **ready when not full** — ``occ < D`` implies ``ready`` (``full_is_exact``);
+    * **ready when not full** — ``occ < D`` implies ``ready``;
     * **in order, once** (``order``) — the solver marks one accepted event (the *magic*
       event); exactly ``occ`` removals later it leaves, and if it is delivered (not flushed)
       it carries its address; with no flush, ``*_out`` keeps ``valid`` and the address
@@ -720,10 +721,6 @@ class RouterHarness(Elaboratable):
         Add the magic-event and stream properties (not inductive: bounded proofs only).
     allow_flush : bool
         Let the solver drive ``flush``.
-    full_is_exact : bool
-        Assert that a queue holding fewer than ``D`` events is ready. False for a queue of
-        depth 2 (``N = 2``): a ``SyncFIFOBuffered`` of depth 2 refuses the second event
-        for the cycle in which the first moves to its output register.
     drop_when_full : bool
         Mutation: the producers treat ``valid`` as a transfer even when ``ready`` is low, as
         if a full queue took the event; the order property must then fail.
@@ -735,15 +732,13 @@ class RouterHarness(Elaboratable):
     sby_script = ("memory_map", "opt -fast")
 
     def __init__(self, cfg: NetworkConfig, *, queues=QUEUES, order: bool = False,
-                 allow_flush: bool = True, full_is_exact: bool = True,
-                 drop_when_full: bool = False):
+                 allow_flush: bool = True, drop_when_full: bool = False):
         if not queues or any(q not in self.QUEUES for q in queues):
             raise ValueError(f"queues must be some of {self.QUEUES}, not {queues!r}")
         self.cfg = cfg
         self.queues = tuple(queues)
         self.order = order
         self.allow_flush = allow_flush
-        self.full_is_exact = full_is_exact
         self.drop_when_full = drop_when_full
         self.dut = SpikeRouter(cfg)
         self.free = {}
@@ -788,7 +783,7 @@ class RouterHarness(Elaboratable):
             src = getattr(dut, f"{q}_spikes")
             dst = getattr(dut, f"{q}_out")
             fifo = fifos[f"{q}_queue"]
-            D = fifo.depth
+            D = dut.capacity[q]
             if q not in self.queues:
                 # Another proof's queue: idle, so that its state stays out of this one.
                 continue
@@ -808,8 +803,7 @@ class RouterHarness(Elaboratable):
             ]
             if not self.drop_when_full:
                 m.d.comb += Assert(fifo.level == occ, f"{q}: level differs from the count")
-            if self.full_is_exact:
-                m.d.comb += Assert(~(occ < D) | src.ready, f"{q}: not ready while not full")
+            m.d.comb += Assert(~(occ < D) | src.ready, f"{q}: not ready while not full")
             m.d.comb += [
                 Cover(occ == D, f"{q}: queue full"),
                 Cover((occ == D) & src.valid & ~src.ready, f"{q}: full queue refuses an event"),
@@ -1065,14 +1059,14 @@ PROOFS = {
         "flushes and counter clears"),
     "router_order_in": (
         _router_order("in"), "bmc", 16,
-        "SpikeRouter input queue (depth 6): every accepted event leaves once, in order, with "
+        "SpikeRouter input queue (capacity 6): every accepted event leaves once, in order, with "
         "its address; stream rules; offered within one cycle"),
     "router_order_e": (
         _router_order("e"), "bmc", 12,
         "SpikeRouter E queue (N = 3): as router_order_in"),
     "router_order_c": (
         _router_order("c"), "bmc", 22,
-        "SpikeRouter C queue (depth 10, as built): as router_order_in"),
+        "SpikeRouter C queue (capacity 10, as built): as router_order_in"),
     "router_cover": (
         lambda: RouterHarness(small_router_config(), order=True), "cover", 12,
         "SpikeRouter: every queue full and refusing an event, a flush dropping events, a "

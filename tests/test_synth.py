@@ -156,3 +156,27 @@ def test_tool_failure_shows_log_tail(tmp_path):
         synth._run_tool("yosys", ["-q", "-l", "yosys.log", "-s", "synth.ys"], folder,
                         folder / "yosys.log", 60)
     assert "missing.il" in str(info.value)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_replicated_registers_are_kept_apart(tmp_path, keep):
+    """The LIF core's stall is made by one copy of its two state registers per lane and one
+    for its control (P + 1 pairs); Yosys' merging of equal registers would fold them back
+    into one pair unless the build's first step keeps them."""
+    from amaranth.back import rtlil
+
+    from symspike.firmware.config import NetworkConfig
+    from symspike.hdl.lif import LIFCore
+    cfg = NetworkConfig(n_exc=8, pipelines=2)
+    text = rtlil.convert(synth.PortHarness(LIFCore(cfg, "EI")), name="top", emit_src=False)
+    (tmp_path / "top.il").write_text(text)
+    copies = "w:*_replica_* %ci1 t:$dff %i"
+    (tmp_path / "merge.ys").write_text("\n".join([
+        "read_rtlil top.il",
+        *(synth.KEEP_REPLICAS if keep else ["proc"]),
+        "hierarchy -top top", "flatten", "opt_merge",
+        f"tee -o count.txt select -count {copies}", ""]))
+    synth._run_tool("yosys", ["-q", "-l", "yosys.log", "-s", "merge.ys"], tmp_path,
+                    tmp_path / "yosys.log", 300)
+    count = int((tmp_path / "count.txt").read_text().split()[-2])
+    assert count == (2 * (2 + 1) if keep else 2)

@@ -45,12 +45,6 @@ takes :func:`step_cycles` ``= ceil(N/P) + 8`` cycles when ``acc`` is always vali
 always ready and no row has more than one spike. Spikes leave one per cycle in ascending
 address order and the lanes stall meanwhile: every spike after the first of its row adds a
 cycle, and so does each spike of the last row (``done`` waits for them).
-
-The stall reaches every register and read port of the core. Its enable, ``adv``, is one
-gate from registers (copies of "nothing pending" and "at most one pending", and the
-consumer's ``ready``, a register in the router), and it is made once per read port and per
-:data:`STALL_FANOUT` register bits, each copy from its own pair of registers, so that no
-net spans the core (at N = 400 one net per lane still took 16 ns to cross it).
 """
 
 from __future__ import annotations
@@ -452,20 +446,13 @@ class LIFCore(wiring.Component):
         lg = exact_log2(P)
         ei = self._pop == "EI"
 
-        # All lanes advance in lock step; only the spike output can stall them. The advance
-        # enable `adv` is made many times over (see "spike output"): one copy per memory
-        # read port and per :data:`STALL_FANOUT` register bits, so that no net reaches more
-        # than a few registers' worth of flip-flops, in one place.
-        copies = []
-
-        def new_adv(name):
-            sig = Signal(name=f"adv_{name}_{len(copies)}")
-            copies.append(sig)
-            return sig
-
-        adv = new_adv("ctl")
-        pipe = _Pipe(m, new_adv, "ctl")
-        lane_pipe = [_Pipe(m, new_adv, f"lane{p}") for p in range(P)]
+        # All lanes advance in lock step; only the spike output can stall them. Every lane
+        # has a copy of the advance enable of its own (``_replica_``: kept apart by the
+        # builds), so that no one net reaches every register of the core.
+        adv = Signal()
+        lane_adv = [Signal(name=f"adv_{p}") for p in range(P)]
+        pipe = _Pipe(m, adv)
+        lane_pipe = [_Pipe(m, a) for a in lane_adv]
 
         # ---------------------------------------------------------------- command
         running = Signal()
@@ -530,9 +517,7 @@ class LIFCore(wiring.Component):
             wp = mem.write_port()
             m.d.comb += [
                 rp.addr.eq(Mux(running, row, ax_row)),
-                # The copy is high while idle, when nothing is pending: the access port's
-                # reads need no multiplexer here.
-                rp.en.eq(new_adv(name)),
+                rp.en.eq(Mux(running, lane_adv[p], 1)),
                 wp.addr.eq(Mux(running, row_fin, ax_row)),
                 wp.data.eq(Mux(running, Value.cast(word), ax.wdata)),
                 # A stalled row is written again with the same word, from the last stage's
@@ -613,25 +598,22 @@ class LIFCore(wiring.Component):
         # A row's spikes wait in `pending` and leave lowest lane first, so the addresses of a
         # pass come out ascending. The lanes advance when `pending` is free next cycle.
         # Whether `pending` is empty or holds at most one spike are registers of their own,
-        # set with it, a pair for each copy of `adv` (``_replica_``: the builds keep them
-        # apart), so that every copy is one gate from registers and the consumer's `ready`
-        # (itself a register in the router).
+        # set with it, a pair for each copy of `adv`, so that every copy is one gate from
+        # registers and the consumer's `ready` (itself a register in the router).
         pending = Signal(P)
         pending_row = Signal.like(row_fin)
-        none_pending = [Signal(init=1, name=f"none_pending_replica_{c}")
-                        for c in range(len(copies))]
-        one_at_most = [Signal(init=1, name=f"one_at_most_replica_{c}")
-                       for c in range(len(copies))]
+        none_pending = [Signal(init=1, name=f"none_pending_replica_{c}") for c in range(P + 1)]
+        one_at_most = [Signal(init=1, name=f"one_at_most_replica_{c}") for c in range(P + 1)]
         lowest = Signal(range(max(P, 2)))
         for p in reversed(range(P)):
             with m.If(pending[p]):
                 m.d.comb += lowest.eq(p)
         others = pending & (pending - 1)
         m.d.comb += [
-            self.spikes.valid.eq(~none_pending[0]),
+            self.spikes.valid.eq(~none_pending[P]),
             self.spikes.payload.eq(Cat(lowest[:lg], pending_row) if lg else pending_row),
         ]
-        for a, none, one in zip(copies, none_pending, one_at_most):
+        for a, none, one in zip([*lane_adv, adv], none_pending, one_at_most):
             m.d.comb += a.eq(one & (none | self.spikes.ready))
         pending_next = Signal(P)
         m.d.comb += pending_next.eq(pending)
@@ -641,18 +623,15 @@ class LIFCore(wiring.Component):
             m.d.comb += pending_next.eq(Cat(*spike_mask))
             m.d.sync += pending_row.eq(row_fin)
         m.d.sync += pending.eq(pending_next)
-        # "At most one" as pairs of bits, a LUT or two: `x & (x − 1)` would be a carry chain
-        # between the spike test and the many copies.
-        two = Cat(*[pending_next[a] & pending_next[b]
-                    for a in range(P) for b in range(a + 1, P)])
         for none, one in zip(none_pending, one_at_most):
-            m.d.sync += [none.eq(pending_next == 0), one.eq(~two.any())]
+            m.d.sync += [none.eq(pending_next == 0),
+                         one.eq((pending_next & (pending_next - 1)) == 0)]
         if ei:
             with m.If(adv & valid_fin):
                 m.d.sync += count.eq(count + sum(inh_spikes, Const(0, range(P + 1))))
 
         # ---------------------------------------------------------------- end of pass
-        drained = (row == rows) & ~Cat(*valid).any() & none_pending[0]
+        drained = (row == rows) & ~Cat(*valid).any() & none_pending[P]
         m.d.comb += self.done.eq(running & drained)
         with m.If(running & drained):
             m.d.sync += running.eq(0)
@@ -690,7 +669,7 @@ class LIFCore(wiring.Component):
                             init=k.theta_lut)
         m.submodules[f"theta_lut_{name}"] = lut
         lut_rp = lut.read_port()
-        m.d.comb += [lut_rp.addr.eq(theta5 >> k.theta_lut_shift), lut_rp.en.eq(pipe.new_adv())]
+        m.d.comb += [lut_rp.addr.eq(theta5 >> k.theta_lut_shift), lut_rp.en.eq(pipe.adv)]
 
         free = ref == 0
         spike_e = lane_ok & is_step & free & (vn > thresh)
@@ -821,37 +800,19 @@ def _sat(x, hi: int):
     return Mux(x > hi, hi, x)
 
 
-#: Register bits per copy of the LIF core's advance enable. Registers made one after
-#: another belong to one stage or to neighbouring ones, so a copy's flip-flops sit together.
-#: At 96 the N = 400, P = 4 core had 82 copies, and the registers behind them (two per
-#: copy, all loaded from the spike test) became the slowest path's fan-out instead.
-STALL_FANOUT = 192
-
-
 class _Pipe:
-    """Registers of the lock-step lanes, clocked only when the lanes advance; each new
-    :data:`STALL_FANOUT` bits of them take a new copy of the advance enable from
-    ``new_adv(name)``."""
+    """Registers of the lock-step lanes, clocked only when the lanes advance."""
 
-    def __init__(self, m, new_adv, name):
+    def __init__(self, m, adv):
         self.m = m
-        self._new_adv = new_adv
-        self._name = name
-        self._adv = None
-        self._left = 0
-
-    def new_adv(self):
-        return self._new_adv(self._name)
+        self.adv = adv
 
     def reg(self, expr, name, shape=None):
         # Without an explicit shape a register takes its expression's, so no intermediate
         # result is ever truncated; explicit shapes narrow values known to be in range.
         expr = Value.cast(expr)
         sig = Signal(shape if shape is not None else expr.shape(), name=name)
-        if self._left <= 0:
-            self._adv, self._left = self.new_adv(), STALL_FANOUT
-        self._left -= len(Value.cast(sig))
-        with self.m.If(self._adv):
+        with self.m.If(self.adv):
             self.m.d.sync += sig.eq(expr)
         return sig
 

@@ -138,8 +138,10 @@ SMALL_RAM_STEPS = ("memory_collect",
 #: Registers named ``…_replica_…`` are copies of one register, each driving a part of a
 #: large fan-out (the LIF core's stall) so that no one net spans the core. Yosys merges
 #: equal registers (``opt_merge``) unless they are kept; this step, right after reading the
-#: design (whose processes ``proc`` turns into registers first), keeps them.
-KEEP_REPLICAS = ("proc", "setattr -set keep 1 w:*_replica_* %ci1 t:$dff %i")
+#: design (whose processes ``proc`` turns into registers first), keeps them. ``REPLICAS``
+#: is the Yosys selection of those registers.
+REPLICAS = "w:*_replica_* %ci1 t:$dff %i"
+KEEP_REPLICAS = ("proc", f"setattr -set keep 1 {REPLICAS}")
 
 #: nextpnr's router for ECP5 builds, units and boards: router2 resolves congestion by
 #: negotiation, many nets at a time; the default router1 routes large ECP5 designs about half

@@ -622,10 +622,11 @@ class LIFCore(wiring.Component):
         with m.If(adv):
             m.d.comb += pending_next.eq(Cat(*spike_mask))
             m.d.sync += pending_row.eq(row_fin)
+        none_next = pending_next == 0
+        one_next = (pending_next & (pending_next - 1)) == 0
         m.d.sync += pending.eq(pending_next)
         for none, one in zip(none_pending, one_at_most):
-            m.d.sync += [none.eq(pending_next == 0),
-                         one.eq((pending_next & (pending_next - 1)) == 0)]
+            m.d.sync += [none.eq(none_next), one.eq(one_next)]
         if ei:
             with m.If(adv & valid_fin):
                 m.d.sync += count.eq(count + sum(inh_spikes, Const(0, range(P + 1))))

@@ -170,12 +170,11 @@ def test_replicated_registers_are_kept_apart(tmp_path, keep):
     cfg = NetworkConfig(n_exc=8, pipelines=2)
     text = rtlil.convert(synth.PortHarness(LIFCore(cfg, "EI")), name="top", emit_src=False)
     (tmp_path / "top.il").write_text(text)
-    copies = "w:*_replica_* %ci1 t:$dff %i"
     (tmp_path / "merge.ys").write_text("\n".join([
         "read_rtlil top.il",
         *(synth.KEEP_REPLICAS if keep else ["proc"]),
         "hierarchy -top top", "flatten", "opt_merge",
-        f"tee -o count.txt select -count {copies}", ""]))
+        f"tee -o count.txt select -count {synth.REPLICAS}", ""]))
     synth._run_tool("yosys", ["-q", "-l", "yosys.log", "-s", "merge.ys"], tmp_path,
                     tmp_path / "yosys.log", 300)
     count = int((tmp_path / "count.txt").read_text().split()[-2])

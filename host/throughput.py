@@ -18,9 +18,15 @@ cycles it derives:
 * the **UART link ceiling** at ``--baud`` (3 Mbaud by default, 10 bits per byte) for the input
   modes (:data:`MODES`: on-chip encoding with all 784 pixels per frame or with the runs the
   host driver sends, and AER events), from the exact frame bytes of each image's
-  presentations (:func:`link_bytes`): the full-duplex ceiling (a host that keeps the line busy both ways) and the stop-and-wait rate
-  of the present host driver (each request waits for its answer; the chip's cycles at Fmax
-  added).
+  presentations (:func:`link_bytes`): the full-duplex ceiling (a host that keeps the line busy
+  both ways) and the stop-and-wait rate of the present host driver (each request waits for its
+  answer; the chip's cycles added at the clock its bitstream runs, see below).
+
+The chip's clock: a board build's report (``symspike build --board B --report …``) gives the
+clock its bitstream runs (the PLL's output, at which timing is met); images/s and the UART's
+stop-and-wait rate are given at that clock (``*_board``, ``stop_and_wait_images_per_s``) as
+well as at the Fmax (``*_fmax``), which a PLL would have to hit exactly. Without a board
+report the stop-and-wait rate takes the Fmax, or the target's clock.
 
 Figures are medians over the images (this machine is noisy; cycle counts are not). The JSON
 (``--json``) holds every per-image cycle count.
@@ -43,7 +49,7 @@ from ..firmware.config import NetworkConfig
 from .results import provenance, save_json
 
 __all__ = ["MODES", "synaptic_ops", "port_limit", "link_bytes",
-           "fmax_from_report", "add_bench_arguments", "run"]
+           "fmax_from_report", "board_clock_from_report", "add_bench_arguments", "run"]
 
 #: Bits on the UART line per byte (start, 8 data, stop).
 UART_BITS_PER_BYTE = 10
@@ -166,6 +172,20 @@ def fmax_from_report(path, target: Target, cfg: NetworkConfig) -> tuple:
     return float(core["Fmax_MHz"]), str(path)
 
 
+def board_clock_from_report(path):
+    """The clock (MHz) a board build's bitstream runs, if ``path`` is a board build's report
+    whose timing is met at that clock; ``None`` otherwise (a core build has no clock of its
+    own, and a board whose timing fails does not run at its clock)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or "board" not in data or data.get("timing_met") is not True:
+        return None
+    clock = data.get("clock_mhz")
+    return float(clock) if isinstance(clock, (int, float)) and clock > 0 else None
+
+
 def add_bench_arguments(p: argparse.ArgumentParser):
     """Options of ``symspike bench throughput``."""
     p.add_argument("--board", "-b", required=True, metavar="BOARD",
@@ -247,11 +267,13 @@ def measure(args) -> dict:
         if args.fmax <= 0:
             raise ThroughputError(f"--fmax must be positive, not {args.fmax}")
         fmax, fmax_source = args.fmax, "--fmax"
+        board_clock = None
     else:
         report = args.synth or _DEFAULT_REPORT[target.name]
         fmax, fmax_source = fmax_from_report(report, target, cfg)
         if args.synth and fmax is None:
             raise ThroughputError(fmax_source)
+        board_clock = board_clock_from_report(report) if fmax is not None else None
 
     golden = GoldenModel(cfg, args.seed)
     encoder = AerEncoder(cfg, args.seed + 1)
@@ -305,12 +327,16 @@ def measure(args) -> dict:
     identical = (np.array_equal(weights["w_in"], golden.w_in)
                  and np.array_equal(weights["w_ec"], golden.w_ec)
                  and np.array_equal(theta, golden.theta))
-    return _summarise(target, cfg, args, rows, fmax, fmax_source, identical, start_s, run_s)
+    return _summarise(target, cfg, args, rows, fmax, fmax_source, identical, start_s, run_s,
+                      board_clock)
 
 
-def _summarise(target, cfg, args, rows, fmax, fmax_source, identical, start_s, run_s):
+def _summarise(target, cfg, args, rows, fmax, fmax_source, identical, start_s, run_s,
+               board_clock=None):
     from ..hdl.core import ec_lanes
     limit = port_limit(target, cfg)
+    # The stop-and-wait rate at the clock a bitstream runs, where one is known.
+    chip_mhz = board_clock or fmax or target.clock_mhz
     out = {
         "board": target.board, "target": target.name, "device": target.device,
         "config": {"n_exc": cfg.n_exc, "lanes": cfg.lanes, "pipelines": cfg.pipelines,
@@ -318,6 +344,7 @@ def _summarise(target, cfg, args, rows, fmax, fmax_source, identical, start_s, r
                    "config_id": f"{cfg.config_id:#010x}"},
         "seed": args.seed, "link": args.link, "baud": args.baud,
         "fmax_mhz": fmax, "fmax_source": fmax_source, "clock_mhz": target.clock_mhz,
+        "board_clock_mhz": board_clock, "stop_and_wait_clock_mhz": chip_mhz,
         "bit_identical": bool(identical),
         "budget_exact": all(r["cycles"] == r["budget_cycles"] for r in rows),
         "port_limit_synops_per_cycle": limit,
@@ -339,17 +366,20 @@ def _summarise(target, cfg, args, rows, fmax, fmax_source, identical, start_s, r
             "cycles_max": max(r["cycles"] for r in sel),
             "images_per_s_fmax": _rate(fmax, cyc),
             "images_per_s_clock": _rate(target.clock_mhz, cyc),
+            "images_per_s_board": _rate(board_clock, cyc),
             "synops_per_cycle": ops,
             "port_limit_fraction": ops / limit,
         }
-        chip_s = cyc / (fmax * 1e6) if fmax else cyc / target.clock_hz
         for mode in MODES:
             to = _median([r[f"bytes_{mode}"][0] for r in sel])
             back = _median([r[f"bytes_{mode}"][1] for r in sel])
+            link_s = (to + back) / byte_rate
             fig[f"uart_{mode}"] = {
                 "bytes_to_chip": to, "bytes_from_chip": back,
                 "ceiling_images_per_s": byte_rate / max(to, back),
-                "stop_and_wait_images_per_s": 1.0 / ((to + back) / byte_rate + chip_s),
+                "stop_and_wait_images_per_s": 1.0 / (link_s + cyc / (chip_mhz * 1e6)),
+                "stop_and_wait_images_per_s_fmax":
+                    1.0 / (link_s + cyc / (fmax * 1e6)) if fmax else None,
             }
         out[phase] = fig
     return out
@@ -367,7 +397,9 @@ def format_figures(fig: dict) -> str:
     lines = [f"{fig['board']} ({fig['device']}): N={c['n_exc']} lanes={c['lanes']} "
              f"pipelines={c['pipelines']} encoder_lanes={c['encoder_lanes']}",
              f"Fmax: {_fmt(fig['fmax_mhz'], 1)} MHz ({fig['fmax_source']}); "
-             f"target clock {_fmt(fig['clock_mhz'], 1)} MHz"]
+             f"target clock {_fmt(fig['clock_mhz'], 1)} MHz"
+             + (f"; the board's bitstream runs at {_fmt(fig['board_clock_mhz'], 1)} MHz"
+                if fig.get("board_clock_mhz") else "")]
     for phase, title in (("train", "training"), ("test", "inference")):
         f = fig.get(phase)
         if not f:
@@ -376,7 +408,9 @@ def format_figures(fig: dict) -> str:
             f"{title}: {f['images']} images, median {_fmt(f['cycles_median'])} cycles/image "
             f"({_fmt(f['cycles_min'])}–{_fmt(f['cycles_max'])}); "
             f"{_fmt(f['images_per_s_fmax'], 1)} images/s at Fmax, "
-            f"{_fmt(f['images_per_s_clock'], 1)} at {_fmt(fig['clock_mhz'], 0)} MHz")
+            f"{_fmt(f['images_per_s_clock'], 1)} at {_fmt(fig['clock_mhz'], 0)} MHz"
+            + (f", {_fmt(f['images_per_s_board'], 1)} at the board's "
+               f"{_fmt(fig['board_clock_mhz'], 1)} MHz" if f.get("images_per_s_board") else ""))
         lines.append(
             f"  {f['synops_per_cycle']:.2f} synaptic ops/cycle of {fig['lanes_synops_per_cycle']} "
             f"lanes; {100 * f['port_limit_fraction']:.1f} % of the block-RAM port limit "
@@ -387,7 +421,8 @@ def format_figures(fig: dict) -> str:
                 f"  UART {fig['baud'] / 1e6:g} Mbaud, {mode}: {_fmt(u['bytes_to_chip'])} B to "
                 f"the chip, {_fmt(u['bytes_from_chip'])} B back per image; ceiling "
                 f"{_fmt(u['ceiling_images_per_s'], 1)} images/s, stop-and-wait "
-                f"{_fmt(u['stop_and_wait_images_per_s'], 1)}")
+                f"{_fmt(u['stop_and_wait_images_per_s'], 1)} at "
+                f"{_fmt(fig['stop_and_wait_clock_mhz'], 1)} MHz")
     lines.append(f"weights and θ bit-identical to the golden model: "
                  f"{'yes' if fig['bit_identical'] else 'NO'}; cycle budget exact: "
                  f"{'yes' if fig['budget_exact'] else 'no'}")

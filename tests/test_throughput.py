@@ -103,6 +103,19 @@ def test_fmax_from_report(tmp_path):
         (None, f"{board} has no Fmax (not placed)")
 
 
+def test_board_clock_from_report(tmp_path):
+    board = tmp_path / "board.json"
+    entry = {"board": "ulx3s-85f", "target": "ecp5-85f", "Fmax_MHz": 44.9,
+             "clock_mhz": 39.29, "timing_met": True}
+    board.write_text(json.dumps(entry))
+    assert T.board_clock_from_report(board) == 39.29
+    # A bitstream that misses timing does not run at its clock; a core build has none.
+    board.write_text(json.dumps(dict(entry, timing_met=False)))
+    assert T.board_clock_from_report(board) is None
+    assert T.board_clock_from_report(_report(tmp_path)) is None
+    assert T.board_clock_from_report(tmp_path / "missing.json") is None
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--board", "arty"], "unknown board 'arty'; known boards: icebreaker, ulx3s-85f"),
     (["--board", "icebreaker", "--train", "0", "--test", "0"], "nothing to measure"),
@@ -147,6 +160,12 @@ def test_short_run_on_the_virtual_board(tmp_path, capsys, monkeypatch):
     assert runs["stop_and_wait_images_per_s"] > pixels["stop_and_wait_images_per_s"]
     assert aer["bytes_to_chip"] > pixels["bytes_to_chip"]
     assert pixels["stop_and_wait_images_per_s"] < pixels["ceiling_images_per_s"]
+    # No board report: the stop-and-wait rate is at the Fmax given.
+    assert fig["board_clock_mhz"] is None and fig["stop_and_wait_clock_mhz"] == 30
+    link_s = (runs["bytes_to_chip"] + runs["bytes_from_chip"]) / 3e5
+    assert runs["stop_and_wait_images_per_s"] == \
+        pytest.approx(1 / (link_s + train["cycles_median"] / 30e6))
+    assert runs["stop_and_wait_images_per_s_fmax"] == runs["stop_and_wait_images_per_s"]
     assert "bit-identical to the golden model: yes" in text and "saved" in text
 
 
@@ -183,3 +202,25 @@ def test_lanes_sweep_measures_each_and_plots(tmp_path, monkeypatch, capsys):
 def test_sweep_option_errors(argv, message, capsys):
     assert main(["bench", "throughput", "--board", "ulx3s-85f", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_rates_at_the_board_clock():
+    import argparse
+    tgt = TARGETS["ecp5-85f"]
+    cfg = tgt.config(lanes=16)
+    rows = [{"phase": "train", "cycles": c, "budget_cycles": c, "synaptic_ops": 1000,
+             "bytes_pixels": [793, 31], "bytes_runs": [200, 31], "bytes_aer": [5000, 80]}
+            for c in (150_000, 160_000, 170_000)]
+    args = argparse.Namespace(seed=0, link="uart", baud=3_000_000)
+    fig = T._summarise(tgt, cfg, args, rows, 45.0, "r.json", True, 1.0, 1.0, board_clock=40.0)
+    train = fig["train"]
+    assert train["images_per_s_fmax"] == pytest.approx(45e6 / 160_000)
+    assert train["images_per_s_board"] == pytest.approx(40e6 / 160_000)
+    assert train["images_per_s_clock"] == pytest.approx(100e6 / 160_000)
+    runs = train["uart_runs"]
+    assert fig["stop_and_wait_clock_mhz"] == 40.0
+    assert runs["stop_and_wait_images_per_s"] == pytest.approx(1 / (231 / 3e5 + 160_000 / 40e6))
+    assert runs["stop_and_wait_images_per_s_fmax"] == \
+        pytest.approx(1 / (231 / 3e5 + 160_000 / 45e6))
+    text = T.format_figures(fig)
+    assert "the board's bitstream runs at 40.0 MHz" in text and "at 40.0 MHz" in text

@@ -41,13 +41,18 @@ def const_mul(x, k: int):
     ``L`` lanes wide and would otherwise take ``L`` of the device's few DSPs): the positive
     and the negative canonical signed digits of ``k`` each summed in a balanced tree, then
     one subtraction, so that the decay's read-modify-write of a trace row is a few adders
-    deep."""
+    deep. ``x`` may be signed; the product then is too."""
+    if k < 0:
+        raise ValueError(f"k must be ≥ 0, not {k}")
+    x = Value.cast(x)
     digits = csd(k)
     plus = tree_sum([x << i for i, sign in digits if sign > 0])
     minus = [x << i for i, sign in digits if sign < 0]
     if not minus:
         return plus
-    # Σ plus ≥ Σ minus (k ≥ 0): the difference, taken unsigned, is exact.
     total = tree_sum(minus)
+    if x.shape().signed:
+        return plus - total
+    # Σ plus ≥ Σ minus (k ≥ 0, x ≥ 0): the difference, taken unsigned, is exact.
     width = max(len(plus), len(total))
     return (plus - total)[:width]

@@ -56,7 +56,7 @@ from amaranth.utils import bits_for, ceil_log2, exact_log2
 
 from ..firmware.config import NetworkConfig
 from ..sim.fixed import derive
-from .arith import tree_sum
+from .arith import const_mul, tree_sum
 from .synapse import MUL_WIDTH
 
 __all__ = [
@@ -750,8 +750,8 @@ class LIFCore(wiring.Component):
         their phase-A additions are stage-2 values. Returns, at stage 7, ``vn`` (the clamped
         new potential, before the refractory hold and the spike test) and the decayed
         conductances. Multipliers (default formats): ``ge·(E_exc − V)`` and
-        ``gi·(E_inh − V)`` 19×18 in stage 3, the decays ``g·k_g`` 19×16 in stage 3,
-        ``cur·k_tau`` 39×12 in stage 5.
+        ``gi·(E_inh − V)`` 19×18 in stage 3, the decays ``g·k_g`` 19×16 in stage 3;
+        ``cur·k_tau`` in stage 5 is shifted adds.
         """
         k, f = self._k, self._cfg.formats
         gf, cf = f.g_frac, f.const_frac
@@ -776,9 +776,11 @@ class LIFCore(wiring.Component):
         if has_gi:
             cur = cur + p_inh3
         cur4 = pipe.reg(cur, f"{name}_cur4")
-        # Stage 4 → 5: cur·dt/τm, the multiplier without k_tau's trailing zero bits.
+        # Stage 4 → 5: cur·dt/τm without k_tau's trailing zero bits, in shifted adds: cur
+        # is about 39 bits wide, three DSPs a neuron lane, and the odd part of k_tau has few
+        # signed digits (E: 41 = 2⁵ + 2³ + 2⁰).
         odd, tz = _odd(k_tau)
-        prod5 = pipe.reg(cur4 * odd, f"{name}_prod5")
+        prod5 = pipe.reg(const_mul(cur4, odd), f"{name}_prod5")
         v5 = pipe.delay(v1, 4, f"{name}_v")
         # Stage 5 → 6: rounded, added, clamped (E: floored at −100 mV; I, C: the word's range).
         shift = gf + cf - tz

@@ -1,8 +1,10 @@
 """Constant multiplies in adders (``hdl/arith.py``): :func:`const_mul` is exact for random
-inputs and constants (0, 1, powers of two, all-ones, the trace decay constant, random ones)."""
+inputs, unsigned and signed, and constants (0, 1, powers of two, all-ones, the trace decay
+constant, random ones)."""
 
 import numpy as np
-from amaranth.hdl import Module, Signal
+import pytest
+from amaranth.hdl import Module, Signal, signed
 from amaranth.sim import Simulator
 
 from symspike.firmware.config import preset
@@ -16,17 +18,23 @@ def test_const_mul_exact():
     consts = [0, 1, 2, 3, 5, 255, 256, 4095, (1 << 20) - 1, k_trace] + \
         [int(c) for c in rng.integers(0, 1 << 20, 12)]
     m = Module()
-    xs = {13: Signal(13), 20: Signal(20)}
+    xs = {13: Signal(13), 20: Signal(20), -39: Signal(signed(39))}
     outs = {}
     for width, x in xs.items():
         for c in consts:
-            y = Signal(64, name=f"y_{width}_{c}")
+            y = Signal(signed(64), name=f"y_{width}_{c}")
             m.d.comb += y.eq(const_mul(x, c))
             outs[width, c] = y
 
     async def bench(ctx):
         for width, x in xs.items():
-            values = [0, 1, (1 << width) - 1] + [int(v) for v in rng.integers(0, 1 << width, 40)]
+            if width < 0:       # signed: both ends and random values of either sign
+                w = -width
+                values = [0, 1, -1, (1 << (w - 1)) - 1, -(1 << (w - 1))] + \
+                    [int(v) for v in rng.integers(-(1 << (w - 1)), 1 << (w - 1), 40)]
+            else:
+                values = [0, 1, (1 << width) - 1] + \
+                    [int(v) for v in rng.integers(0, 1 << width, 40)]
             for v in values:
                 ctx.set(x, v)
                 for c in consts:
@@ -35,3 +43,8 @@ def test_const_mul_exact():
     sim = Simulator(m)
     sim.add_testbench(bench)
     sim.run()
+
+
+def test_const_mul_rejects_a_negative_constant():
+    with pytest.raises(ValueError, match="k must be ≥ 0, not -3"):
+        const_mul(Signal(8), -3)

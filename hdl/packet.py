@@ -188,7 +188,6 @@ class PacketEngine(wiring.Component):
         last_seq = Signal(8)
         last = Signal(Response())               # its stored answer
         last_type = Signal(8)
-        exec_nak = Signal()                     # the executor's NAK, to count
 
         # ------------------------------------------------------------ answer requests for TX
         # kind: 0 reply from the buffer (ACK or the executor's NAK), 1 NAK made here.
@@ -333,15 +332,9 @@ class PacketEngine(wiring.Component):
                                  last.eq(r), self.frames.eq(self.frames + 1),
                                  send.eq(1), send_nak.eq(r.nak), send_code.eq(r.code),
                                  send_seq.eq(f_seq), send_type.eq(f_type), send_len.eq(r.len)]
-                    m.d.sync += exec_nak.eq(r.nak)
+                    with m.If(r.nak):
+                        m.d.sync += self.errors[r.code[:4]].eq(self.errors[r.code[:4]] + 1)
                     m.next = "SYNC"
-        # The executor's NAK is counted a cycle later, from the stored answer: its code comes
-        # from the command unit's logic, and the counters' decoder and adders behind it made
-        # the chip's slowest path. The engine's own NAKs need a whole frame first, so none
-        # falls in that cycle.
-        with m.If(exec_nak):
-            m.d.sync += [self.errors[last.code[:4]].eq(self.errors[last.code[:4]] + 1),
-                         exec_nak.eq(0)]
 
         # ------------------------------------------------------------ TX framer
         t_crc = Signal(16)

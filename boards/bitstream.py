@@ -187,6 +187,19 @@ def _environment(family: str, program: bool) -> dict:
     return env
 
 
+def _diagnosis(text: str) -> str:
+    """What a failed build's log says went wrong, as the start of its error message."""
+    if "exceeds" in text or "Unable to place" in text:
+        return "does not fit the device; "
+    if "is multiply driven" in text:
+        # Seen with Yosys 0.66: abc9 (synth_lattice's map_luts) left two flip-flops on one
+        # net after a small, correct change of the design.
+        return ("Yosys made a netlist in which two cells drive one net, a fault of its abc9 "
+                "step that small changes of the design set off, not of the design (the "
+                "Yosys log, symspike.rpt, lists them under 'multiple conflicting drivers'); ")
+    return ""
+
+
 def _tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -290,10 +303,8 @@ def build_board(board: str, *, cfg: NetworkConfig | None = None, seed: int = 0,
         # The nextpnr log exists once Yosys has finished.
         logs = [p for p in (folder / f"{name}.tim", folder / f"{name}.rpt") if p.exists()]
         text = _tail(logs[0]) if logs else "(no log)"
-        fit = "does not fit the device; " if "exceeds" in text or "Unable to place" in text \
-            else ""
-        raise BoardBuildError(f"{board}: the build failed ({fit}exit code {exc.returncode}; "
-                              f"logs in {folder})\n{text}") from None
+        raise BoardBuildError(f"{board}: the build failed ({_diagnosis(text)}exit code "
+                              f"{exc.returncode}; logs in {folder})\n{text}") from None
     wall = time.monotonic() - t0
     util, fmax, paths = _parse_report(json.loads(report.read_text())) if report.exists() \
         else ({}, {}, [])

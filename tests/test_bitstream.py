@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from symspike.boards.bitstream import BoardTop, _environment, build_options
+from symspike.boards.bitstream import BoardTop, _diagnosis, _environment, build_options
 from symspike.boards.targets import board_target
 from symspike.host.cli import main
 
@@ -120,3 +120,12 @@ def test_cli_needs_a_target_or_a_board(capsys):
     with pytest.raises(SystemExit):
         main(["build"])
     assert "--target" in capsys.readouterr().err
+
+
+def test_failed_build_is_diagnosed():
+    assert _diagnosis("ERROR: Unable to place cell 'x'") == "does not fit the device; "
+    assert _diagnosis("Design utilisation exceeds the device") == "does not fit the device; "
+    text = ("ERROR: Net 'chip.core.acc__payload[23]' is multiply driven by cell ports "
+            "a_TRELLIS_FF_Q_20.Q and a_TRELLIS_FF_Q_6.Q")
+    assert "abc9" in _diagnosis(text) and "multiple conflicting drivers" in _diagnosis(text)
+    assert _diagnosis("ERROR: something else") == ""

@@ -239,18 +239,6 @@ def _mul_shift_staged(pipe, x, k: int, shift: int, name: str, *, rnd: bool = Fal
     return pipe.reg(tree_sum(parts) >> s, f"{name}_sum")
 
 
-def _shift_add(x, k: int):
-    """``x·k`` for a constant ``k ≥ 0`` as a sum of shifted copies of ``x``, kept out of the
-    DSPs: used where it is computed once per pass, not per neuron."""
-    terms = [x << i for i in range(k.bit_length()) if k >> i & 1]
-    if not terms:
-        return Const(0, 1)
-    total = terms[0]
-    for term in terms[1:]:
-        total = total + term
-    return total
-
-
 class LIFCore(wiring.Component):
     """P time-multiplexed LIF pipelines over banked neuron-state memory.
 
@@ -471,7 +459,7 @@ class LIFCore(wiring.Component):
             # pass, so the two values are formed once, at start.
             g_inh = Signal(range(k.g_ie * n + 1))          # partner silent
             g_inh_partner = Signal(range(k.g_ie * n + 1))  # partner spiked (n_I ≥ 1)
-            g_all = _shift_add(inh_count, k.g_ie)
+            g_all = const_mul(inh_count, k.g_ie)
             with m.If(idle & self.start):
                 m.d.sync += [
                     learn.eq(self.learn),

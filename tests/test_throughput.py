@@ -4,6 +4,7 @@ against the cycle budget and whose weights against the golden model."""
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import numpy as np
@@ -205,7 +206,6 @@ def test_sweep_option_errors(argv, message, capsys):
 
 
 def test_rates_at_the_board_clock():
-    import argparse
     tgt = TARGETS["ecp5-85f"]
     cfg = tgt.config(lanes=16)
     rows = [{"phase": "train", "cycles": c, "budget_cycles": c, "synaptic_ops": 1000,
